@@ -1,0 +1,250 @@
+"""The `deepmem` command line.
+
+Each command parses its options, opens what it needs, calls one function of `shared`, and
+prints (JSON with --json). Library errors become one-line messages. The bot and the daemon
+add their commands (serve, retrain, runs) through the ``deepmem.commands`` entry points, so
+this package never imports them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+from .errors import DeepmemError
+from .home import Home
+from .settings import Settings, load_settings
+
+__all__ = ["cli", "main", "pass_app", "App"]
+
+
+class App:
+    """What commands share: settings, the data directory, and lazily the store and embedder."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._store = None
+
+    @functools.cached_property
+    def home(self) -> Home:
+        return Home.open(self.settings.home)
+
+    def store(self, create: bool = True):
+        from .store import Store
+
+        if self._store is None:
+            self._store = Store.open(self.home.store_path, create=create)
+        return self._store
+
+    @functools.cached_property
+    def embedder(self):
+        from .embedders import make_embedder
+
+        return make_embedder(self.settings)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(fn)
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+class DeepmemGroup(click.Group):
+    """Adds the plugin commands, and turns library errors into one-line messages."""
+
+    _plugins_loaded = False
+
+    def _plugins(self) -> None:
+        if DeepmemGroup._plugins_loaded:
+            return
+        DeepmemGroup._plugins_loaded = True
+        for ep in entry_points(group="deepmem.commands"):
+            try:
+                command = ep.load()
+            except Exception as exc:  # a broken plugin must not take the core commands down
+                print(f"deepmem: cannot load command {ep.name!r}: {exc}", file=sys.stderr)
+                continue
+            self.add_command(command, ep.name)
+
+    def list_commands(self, ctx):
+        self._plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._plugins()
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DeepmemError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=DeepmemGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), envvar="DEEPMEM_HOME",
+              help="Data directory shared by the CLI, the bot and the daemon [env: DEEPMEM_HOME].")
+@click.version_option(package_name="deepmem")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """deepmem: answers questions about your docs, and learns from the answers people liked.
+
+    Example:
+
+        deepmem ingest --demo && deepmem search "how do I create an autoincrement column"
+    """
+    overrides = {"home": home} if home else {}
+    app = App(load_settings(**overrides))
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--base-url", help="URL the folder is published at; chunks link to BASE_URL/path#anchor.")
+@click.option("--demo", is_flag=True, help="Ingest the bundled SQLite documentation (offline).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@json_option
+@pass_app
+def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet: bool, as_json: bool) -> None:
+    """Ingest a docs site (crawl), a folder or an archive; with no TARGET, re-ingest every known source.
+
+    Re-ingesting is incremental: unchanged pages are skipped, changed pages replaced, and
+    pages gone from the source removed.
+
+    Example:
+
+        deepmem ingest ./docs --base-url https://docs.example.com/
+    """
+    from .ingest import ingest as run_ingest
+    from .sources import DEMO_BASE_URL, demo_archive
+
+    store = app.store()
+    if demo:
+        if target:
+            raise click.UsageError("give either TARGET or --demo, not both")
+        target, base_url = str(demo_archive()), base_url or DEMO_BASE_URL
+    targets = [(target, base_url)] if target else [(s.uri, s.base_url) for s in store.sources()]
+    if not targets:
+        raise click.UsageError("nothing to ingest: give a URL, a folder or an archive (or --demo)")
+    reports = []
+    for uri, base in targets:
+        report = run_ingest(store, app.embedder, app.settings, uri, base_url=base, progress=not quiet and not as_json)
+        reports.append(report)
+        if not as_json:
+            _print_report(report)
+    if as_json:
+        echo_json([r.to_dict() for r in reports])
+    if any(r.pages_seen == 0 and r.failures for r in reports):
+        raise click.ClickException("nothing could be ingested from " +
+                                   ", ".join(r.source for r in reports if r.pages_seen == 0 and r.failures))
+
+
+def _print_report(r) -> None:
+    click.echo(f"{r.source}: {r.pages_seen} pages read in {r.seconds:.1f} s "
+               f"({r.pages_new} new, {r.pages_changed} changed, {r.pages_unchanged} unchanged, "
+               f"{r.pages_removed} removed, {r.pages_failed} failed)")
+    click.echo(f"  chunks: {r.chunks_written} written, {r.chunks_kept} kept, {r.chunks_embedded} embedded "
+               f"({r.embed_seconds:.1f} s), {r.chunks_reused} reused")
+    if not r.complete:
+        click.echo("  the source was not read completely: pages not seen this time were kept")
+    for failure in r.failures[:20]:
+        click.echo(f"  skipped {failure['url']}: {failure['reason']}")
+    if len(r.failures) > 20:
+        click.echo(f"  ... and {len(r.failures) - 20} more (see --json)")
+
+
+@cli.command()
+@click.argument("question")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many results.")
+@click.option("--hybrid", is_flag=True, help="Fuse vector and full-text (BM25) ranks.")
+@click.option("--no-deep-memory", is_flag=True, help="Search without the active deep-memory adapter.")
+@json_option
+@pass_app
+def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, as_json: bool) -> None:
+    """Find the chunks that answer QUESTION, with links to their exact section.
+
+    Example:
+
+        deepmem search "how do I create an autoincrement column" -k 5 --json
+    """
+    from .retrieval import open_searcher
+
+    if not question.strip():
+        raise click.UsageError("the question is empty")
+    searcher = open_searcher(app.store(create=False), app.embedder, app.home, deep_memory=not no_deep_memory)
+    hits = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory)
+    if as_json:
+        echo_json({"question": question, "adapter": searcher.adapter_version, "timings": searcher.timings,
+                   "results": [h.to_dict() for h in hits]})
+        return
+    width = click.get_terminal_size()[0] if hasattr(click, "get_terminal_size") else 100
+    for hit in hits:
+        c = hit.chunk
+        click.secho(f"{hit.rank:>3}. {hit.score:.3f}  {c.url}", bold=True)
+        path = " > ".join([c.title, *[h for h in c.headings if h != c.title]])
+        click.echo(f"     {path}")
+        snippet = " ".join(c.text.split())
+        click.echo(f"     {snippet[: max(60, min(width, 160) - 5)]}")
+    if not hits:
+        click.echo("no results")
+
+
+@cli.command()
+@json_option
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """What the store holds: sources, pages, chunks, embedder, size.
+
+    Example:
+
+        deepmem status --json
+    """
+    from .status import collect_status
+
+    info = collect_status(app.home, app.store())
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"home:      {info['home']}")
+    click.echo(f"embedder:  {info['embedder'] or '(none yet)'}" + (f"  dim {info['dim']}" if info['dim'] else ""))
+    click.echo(f"store:     {info['pages']} pages, {info['chunks']} chunks, {info['tokens']:,} tokens, "
+               f"{info['bytes'] / 1e6:.1f} MB")
+    for s in info["sources"]:
+        click.echo(f"source:    {s['uri']} ({s['kind']}{', ' + s['base_url'] if s['base_url'] else ''}): "
+                   f"{s['pages']} pages, last ingest {s['last_ingest_at'] or 'never'}")
+    if info.get("adapter"):
+        click.echo(f"adapter:   {info['adapter']}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DeepmemError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: what was written is consistent; run the command again to finish", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,221 @@
+"""Ingest: source -> parse -> chunk -> embed -> store, incrementally.
+
+- A page whose bytes (and chunking settings) are unchanged is skipped without parsing.
+- A changed page keeps the chunks whose id is unchanged (same text, same place) and their
+  vectors; other chunks reuse any stored vector of identical embedded text; only the rest
+  are embedded.
+- Pages are written in batches, each batch in one transaction: an interrupted ingest leaves
+  every page wholly old or wholly new, and running it again finishes the job.
+- Pages gone from the source are removed at the end, and only when the source was read
+  completely (a crawl with timeouts or a page limit removes nothing it did not see fail).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from tqdm import tqdm
+
+from .chunking import Chunk, chunk_page
+from .embedders import Embedder
+from .errors import SourceError
+from .parsers import ParseError, parse
+from .settings import Settings
+from .sources import Failure, open_source, source_uri
+from .store import Store
+
+__all__ = ["IngestReport", "ingest", "PARSER_VERSION"]
+
+PARSER_VERSION = "3"  # bump when parsing or chunking changes what a page becomes
+EMBED_BATCH = 256  # chunks per embedding call and per write transaction
+
+
+@dataclass
+class IngestReport:
+    source: str
+    kind: str
+    pages_seen: int = 0
+    pages_new: int = 0
+    pages_changed: int = 0
+    pages_unchanged: int = 0
+    pages_removed: int = 0
+    pages_failed: int = 0
+    chunks_written: int = 0
+    chunks_kept: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    complete: bool = True
+    failures: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Pending:
+    url: str
+    path: str | None
+    title: str
+    content_hash: str
+    size: int
+    chunks: list[Chunk]
+    links: list[tuple[str, str]]
+    is_new: bool
+
+
+def _embed_hash(embedder: Embedder, chunk: Chunk) -> str:
+    return hashlib.sha256(f"{embedder.name}\x1f{chunk.embed_text}".encode()).hexdigest()
+
+
+def _resolve_links(page_url: str, links) -> list[tuple[str, str]]:
+    out = []
+    for link in links:
+        if not link.text:
+            continue
+        target = urljoin(page_url, link.href) if "://" in page_url else _join_relative(page_url, link.href)
+        if urlsplit(target).scheme in ("", "http", "https"):
+            out.append((target, link.text))
+    return out
+
+
+def _join_relative(page_path: str, href: str) -> str:
+    """Resolve a link in a folder source whose page URLs are relative paths."""
+    if "://" in href:
+        return href
+    joined = urljoin("http://x/" + page_path, href)
+    return joined[len("http://x/"):]
+
+
+class _Writer:
+    def __init__(self, store: Store, embedder: Embedder, source_id: int, report: IngestReport, bar):
+        self.store, self.embedder, self.source_id, self.report, self.bar = store, embedder, source_id, report, bar
+        self.pending: list[_Pending] = []
+        self.pending_chunks = 0
+
+    def add(self, page: _Pending) -> None:
+        self.pending.append(page)
+        self.pending_chunks += len(page.chunks)
+        if self.pending_chunks >= EMBED_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        store, embedder = self.store, self.embedder
+        plans = []
+        need: dict[str, str] = {}  # embed hash -> text, for chunks with no stored vector
+        hashes_all = []
+        for page in self.pending:
+            state = store.conn.execute("SELECT id FROM pages WHERE url=?", (page.url,)).fetchone()
+            existing = store.chunk_ids(state[0]) if state else {}
+            hashes = [_embed_hash(embedder, c) for c in page.chunks]
+            hashes_all.extend(h for c, h in zip(page.chunks, hashes) if c.id not in existing)
+            plans.append((page, existing, hashes))
+        stored = store.vectors_for_embed_hashes(hashes_all)
+        for page, existing, hashes in plans:
+            for chunk, h in zip(page.chunks, hashes):
+                if chunk.id not in existing and h not in stored:
+                    need[h] = chunk.embed_text
+        vectors = dict(stored)
+        if need:
+            started = time.perf_counter()
+            matrix = embedder.embed(list(need.values()))
+            self.report.embed_seconds += time.perf_counter() - started
+            for h, row in zip(need, matrix):
+                vectors[h] = row.astype("float32").tobytes()
+            self.report.chunks_embedded += len(need)
+            self.bar.update(len(need))
+        with store.transaction():
+            for page, existing, hashes in plans:
+                blobs = [vectors.get(h, b"") for h in hashes]
+                store.write_page(source_id=self.source_id, url=page.url, path=page.path, title=page.title,
+                                 content_hash=page.content_hash, size=page.size, chunks=page.chunks,
+                                 embed_hashes=hashes, vectors=blobs, links=page.links)
+                kept = sum(1 for c in page.chunks if c.id in existing)
+                self.report.chunks_kept += kept
+                self.report.chunks_written += len(page.chunks) - kept
+                self.report.chunks_reused += sum(1 for c, h in zip(page.chunks, hashes)
+                                                 if c.id not in existing and h in stored)
+                if page.is_new:
+                    self.report.pages_new += 1
+                else:
+                    self.report.pages_changed += 1
+        self.pending, self.pending_chunks = [], 0
+
+
+def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *, base_url: str | None = None,
+           progress: bool = True) -> IngestReport:
+    """Ingest one source (a URL to crawl, or a folder / archive) into the store."""
+    uri, kind = source_uri(target)
+    if kind == "site" and base_url:
+        raise SourceError("--base-url applies to folders and archives; a crawled site links to its own URLs")
+    source_impl = open_source(uri, kind, settings, base_url)
+    store.bind_embedder(embedder.name, embedder.dim or _probe_dim(embedder))
+    source = store.upsert_source(uri, kind, base_url)
+    report = IngestReport(source=uri, kind=kind)
+    started = time.perf_counter()
+    states = store.page_states(source.id)
+    seen: set[str] = set()
+    settings_key = f"{PARSER_VERSION}\x1f{settings.chunk_tokens}\x1f{embedder.name}\x1f".encode()
+
+    pages_bar = tqdm(desc="pages", unit="page", disable=not progress, leave=False)
+    chunks_bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
+    writer = _Writer(store, embedder, source.id, report, chunks_bar)
+    try:
+        for item in source_impl:
+            pages_bar.update(1)
+            if isinstance(item, Failure):
+                report.pages_failed += 1
+                report.failures.append({"url": item.url, "reason": item.reason})
+                if item.keep:
+                    seen.add(item.url)
+                continue
+            report.pages_seen += 1
+            if item.url in seen:
+                continue
+            seen.add(item.url)
+            owner = store.page_owner(item.url)
+            if owner is not None and owner != source.id:
+                report.pages_failed += 1
+                report.failures.append({"url": item.url, "reason": "already ingested from another source"})
+                continue
+            content_hash = hashlib.sha256(settings_key + item.content).hexdigest()
+            state = states.get(item.url)
+            if state is not None and state.content_hash == content_hash:
+                report.pages_unchanged += 1
+                continue
+            try:
+                parsed = parse(item)
+            except ParseError as exc:
+                report.pages_failed += 1
+                report.failures.append({"url": item.url, "reason": str(exc)})
+                seen.discard(item.url)  # what is stored for it is stale: removed below
+                continue
+            chunks = chunk_page(parsed, item.url, settings.chunk_tokens, fits=embedder.fits)
+            writer.add(_Pending(url=item.url, path=item.path, title=parsed.title, content_hash=content_hash,
+                                size=len(item.content), chunks=chunks, links=_resolve_links(item.url, parsed.links),
+                                is_new=state is None))
+        writer.flush()
+    finally:
+        pages_bar.close()
+        chunks_bar.close()
+
+    report.complete = bool(getattr(source_impl, "complete", True))
+    if report.complete:
+        gone = [state.id for url, state in states.items() if url not in seen]
+        if gone:
+            store.delete_pages(gone)
+        report.pages_removed = len(gone)
+    report.seconds = time.perf_counter() - started
+    store.finish_source(source.id, {k: v for k, v in report.to_dict().items() if k != "failures"}
+                        | {"failures": report.failures[:100]})
+    return report
+
+
+def _probe_dim(embedder: Embedder) -> int:
+    return int(embedder.embed(["dimension probe"]).shape[1])

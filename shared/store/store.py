@@ -1,0 +1,329 @@
+"""The document store: one SQLite file holding pages, chunks, their vectors and full text.
+
+Vectors live in a sqlite-vec ``vec0`` table keyed by the chunk's rowid; FTS5 indexes the
+same rows (kept in step by triggers). Every page is replaced in one transaction, so a
+killed ingest leaves each page either wholly old or wholly new.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..chunking import Chunk
+from ..errors import EmbedderMismatch, StoreError
+from .connection import connect, sqlite3, transaction
+from .migrations import SCHEMA_VERSION, migrate
+
+__all__ = ["Store", "StoredChunk", "Source", "PageState"]
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    rowid: int
+    id: str
+    url: str
+    page_url: str
+    title: str
+    headings: tuple[str, ...]
+    anchors: tuple[str, ...]
+    text: str
+
+    @property
+    def heading_path(self) -> str:
+        return " > ".join(self.headings)
+
+
+@dataclass(frozen=True)
+class Source:
+    id: int
+    uri: str
+    kind: str
+    base_url: str | None
+    options: dict
+    last_ingest_at: str | None
+
+
+@dataclass(frozen=True)
+class PageState:
+    id: int
+    source_id: int
+    content_hash: str
+
+
+CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text"
+
+
+def _chunk(row) -> StoredChunk:
+    return StoredChunk(rowid=row[0], id=row[1], url=row[2], page_url=row[3], title=row[4],
+                       headings=tuple(json.loads(row[5])), anchors=tuple(json.loads(row[6])), text=row[7])
+
+
+class Store:
+    def __init__(self, conn, path: Path):
+        self.conn = conn
+        self.path = path
+
+    # -- opening ---------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, *, create: bool = True) -> "Store":
+        path = Path(path)
+        if not path.exists() and not create:
+            raise StoreError(f"no store at {path}: run `deepmem ingest` first")
+        if path.exists() and path.stat().st_size > 0:
+            with path.open("rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{path} is not a deepmem store (not an SQLite file)")
+        conn = connect(path)
+        try:
+            migrate(conn, str(path))
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"cannot read the store {path}: {exc}") from None
+        except StoreError:
+            conn.close()
+            raise
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def transaction(self):
+        return transaction(self.conn)
+
+    # -- meta and embedder -------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                          (key, value))
+
+    @property
+    def embedder_name(self) -> str | None:
+        return self.meta("embedder")
+
+    @property
+    def dim(self) -> int | None:
+        value = self.meta("dim")
+        return int(value) if value else None
+
+    def check_embedder(self, name: str, dim: int) -> None:
+        """Refuse to mix vector spaces: the store's embedder must be the configured one."""
+        stored, stored_dim = self.embedder_name, self.dim
+        if stored is None:
+            return
+        if stored != name or (dim and stored_dim != dim):
+            raise EmbedderMismatch(
+                f"this store was built with the embedder {stored} (dimension {stored_dim}), but the configured "
+                f"embedder is {name} (dimension {dim or '?'}). Configure the store's embedder again "
+                f"(DEEPMEM_EMBEDDER), or ingest into a fresh DEEPMEM_HOME.")
+
+    def bind_embedder(self, name: str, dim: int) -> None:
+        """Record the embedder and create the vector table (first ingest only)."""
+        self.check_embedder(name, dim)
+        if self.embedder_name is not None:
+            return
+        with self.transaction():
+            self.set_meta("embedder", name)
+            self.set_meta("dim", str(dim))
+            self.conn.execute(
+                f"CREATE VIRTUAL TABLE chunk_vectors USING vec0(embedding float[{int(dim)}] distance_metric=cosine)")
+            self.conn.execute("CREATE TRIGGER chunks_vec_delete AFTER DELETE ON chunks BEGIN "
+                              "DELETE FROM chunk_vectors WHERE rowid = old.rowid; END")
+
+    # -- sources and pages --------------------------------------------------------------
+    def upsert_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None) -> Source:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO sources(uri, kind, base_url, options) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(uri) DO UPDATE SET kind=excluded.kind, base_url=excluded.base_url, options=excluded.options",
+                (uri, kind, base_url, json.dumps(options or {}, sort_keys=True)))
+        return self.source(uri)
+
+    def source(self, uri: str) -> Source | None:
+        row = self.conn.execute("SELECT id, uri, kind, base_url, options, last_ingest_at FROM sources WHERE uri=?",
+                                (uri,)).fetchone()
+        return Source(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5]) if row else None
+
+    def sources(self) -> list[Source]:
+        rows = self.conn.execute("SELECT id, uri, kind, base_url, options, last_ingest_at FROM sources ORDER BY id")
+        return [Source(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    def finish_source(self, source_id: int, report: dict) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE sources SET last_ingest_at=strftime('%Y-%m-%dT%H:%M:%SZ','now'), last_report=? "
+                              "WHERE id=?", (json.dumps(report), source_id))
+
+    def remove_source(self, uri: str) -> int:
+        source = self.source(uri)
+        if source is None:
+            raise StoreError(f"no source {uri!r} in the store")
+        pages = [r[0] for r in self.conn.execute("SELECT id FROM pages WHERE source_id=?", (source.id,))]
+        self.delete_pages(pages)
+        with self.transaction():
+            self.conn.execute("DELETE FROM sources WHERE id=?", (source.id,))
+        return len(pages)
+
+    def page_states(self, source_id: int) -> dict[str, PageState]:
+        rows = self.conn.execute("SELECT url, id, source_id, content_hash FROM pages WHERE source_id=?", (source_id,))
+        return {r[0]: PageState(r[1], r[2], r[3]) for r in rows}
+
+    def page_owner(self, url: str) -> int | None:
+        row = self.conn.execute("SELECT source_id FROM pages WHERE url=?", (url,)).fetchone()
+        return row[0] if row else None
+
+    def chunk_ids(self, page_id: int) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT id, rowid FROM chunks WHERE page_id=?", (page_id,))}
+
+    def vectors_for_embed_hashes(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        """Stored vectors of chunks whose embedded text hashes to one of ``hashes`` (no re-embedding)."""
+        out: dict[str, bytes] = {}
+        hashes = list(set(hashes))
+        if self.embedder_name is None:
+            return out
+        for i in range(0, len(hashes), 500):
+            part = hashes[i:i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                f"SELECT c.embed_hash, v.embedding FROM chunks c JOIN chunk_vectors v ON v.rowid = c.rowid "
+                f"WHERE c.embed_hash IN ({marks})", part)
+            for h, blob in rows:
+                out.setdefault(h, blob)
+        return out
+
+    def write_page(self, *, source_id: int, url: str, path: str | None, title: str, content_hash: str, size: int,
+                   chunks: Sequence[Chunk], embed_hashes: Sequence[str], vectors: Sequence[bytes],
+                   links: Sequence[tuple[str, str]]) -> None:
+        """Replace one page and its chunks. Call inside ``transaction()``.
+
+        Chunks whose id is already stored keep their row and vector; the rest are inserted.
+        """
+        row = self.conn.execute("SELECT id FROM pages WHERE url=?", (url,)).fetchone()
+        if row:
+            page_id = row[0]
+            self.conn.execute("UPDATE pages SET source_id=?, path=?, title=?, content_hash=?, size=?, "
+                              "ingested_at=strftime('%Y-%m-%dT%H:%M:%SZ','now') WHERE id=?",
+                              (source_id, path, title, content_hash, size, page_id))
+        else:
+            page_id = self.conn.execute("INSERT INTO pages(source_id, url, path, title, content_hash, size) "
+                                        "VALUES (?, ?, ?, ?, ?, ?)",
+                                        (source_id, url, path, title, content_hash, size)).lastrowid
+        existing = self.chunk_ids(page_id)
+        keep = {c.id for c in chunks}
+        stale = [rowid for cid, rowid in existing.items() if cid not in keep]
+        for i in range(0, len(stale), 500):
+            part = stale[i:i + 500]
+            self.conn.execute(f"DELETE FROM chunks WHERE rowid IN ({','.join('?' * len(part))})", part)
+        for chunk, embed_hash, vector in zip(chunks, embed_hashes, vectors, strict=True):
+            if chunk.id in existing:
+                self.conn.execute("UPDATE chunks SET ord=? WHERE rowid=?", (chunk.ord, existing[chunk.id]))
+                continue
+            rowid = self.conn.execute(
+                "INSERT INTO chunks(id, page_id, ord, url, title, headings, anchors, text, n_tokens, embed_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (chunk.id, page_id, chunk.ord, chunk.url, chunk.title, json.dumps(list(chunk.headings)),
+                 json.dumps(list(chunk.anchors)), chunk.text, chunk.n_tokens, embed_hash)).lastrowid
+            self.conn.execute("INSERT INTO chunk_vectors(rowid, embedding) VALUES (?, ?)", (rowid, vector))
+        self.conn.execute("DELETE FROM links WHERE page_id=?", (page_id,))
+        self.conn.executemany("INSERT INTO links(page_id, target, text) VALUES (?, ?, ?)",
+                              [(page_id, target, text) for target, text in links])
+
+    def delete_pages(self, page_ids: Sequence[int]) -> None:
+        with self.transaction():
+            for i in range(0, len(page_ids), 200):
+                part = list(page_ids[i:i + 200])
+                marks = ",".join("?" * len(part))
+                self.conn.execute(f"DELETE FROM chunks WHERE page_id IN ({marks})", part)
+                self.conn.execute(f"DELETE FROM links WHERE page_id IN ({marks})", part)
+                self.conn.execute(f"DELETE FROM pages WHERE id IN ({marks})", part)
+
+    # -- reading -------------------------------------------------------------------------
+    def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, StoredChunk]:
+        out: dict[int, StoredChunk] = {}
+        rowids = list(rowids)
+        for i in range(0, len(rowids), 500):
+            part = rowids[i:i + 500]
+            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN pages p ON p.id = c.page_id "
+                                     f"WHERE c.rowid IN ({','.join('?' * len(part))})", part)
+            for row in rows:
+                out[row[0]] = _chunk(row)
+        return out
+
+    def chunks_by_id(self, ids: Sequence[str]) -> dict[str, StoredChunk]:
+        out: dict[str, StoredChunk] = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN pages p ON p.id = c.page_id "
+                                     f"WHERE c.id IN ({','.join('?' * len(part))})", part)
+            for row in rows:
+                out[row[1]] = _chunk(row)
+        return out
+
+    def iter_chunks(self) -> Iterable[StoredChunk]:
+        rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN pages p ON p.id = c.page_id "
+                                 f"ORDER BY p.url, c.ord")
+        for row in rows:
+            yield _chunk(row)
+
+    def vector_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Exact k nearest chunks by cosine similarity: [(rowid, similarity)], best first."""
+        if self.embedder_name is None:
+            return []
+        k = max(1, min(int(k), 4096))  # vec0's limit on k
+        rows = self.conn.execute("SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? AND k = ? "
+                                 "ORDER BY distance", (np.asarray(query, dtype=np.float32).tobytes(), k))
+        return [(rowid, 1.0 - distance) for rowid, distance in rows]
+
+    def text_search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """BM25 over title, headings and text: [(rowid, score)], best first (higher is better)."""
+        from ..search_text import fts_query
+
+        match = fts_query(query)
+        if not match:
+            return []
+        rows = self.conn.execute("SELECT rowid, bm25(chunk_fts, 2.0, 2.0, 1.0) FROM chunk_fts WHERE chunk_fts MATCH ? "
+                                 "ORDER BY bm25(chunk_fts, 2.0, 2.0, 1.0) LIMIT ?", (match, int(k)))
+        return [(rowid, -score) for rowid, score in rows]
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rowids, matrix) of every stored vector, for in-memory search and training."""
+        dim = self.dim
+        if dim is None:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        rows = self.conn.execute("SELECT rowid, embedding FROM chunk_vectors ORDER BY rowid").fetchall()
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) if rows \
+            else np.zeros((0, dim), dtype=np.float32)
+        return rowids, matrix
+
+    def links_to(self, url_prefix: str) -> list[tuple[str, str]]:
+        return self.conn.execute("SELECT target, text FROM links WHERE target LIKE ? ESCAPE '\\'",
+                                 (url_prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
+
+    def stats(self) -> dict:
+        one = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {
+            "path": str(self.path),
+            "schema_version": SCHEMA_VERSION,
+            "embedder": self.embedder_name,
+            "dim": self.dim,
+            "sources": one("SELECT count(*) FROM sources"),
+            "pages": one("SELECT count(*) FROM pages"),
+            "chunks": one("SELECT count(*) FROM chunks"),
+            "tokens": one("SELECT coalesce(sum(n_tokens), 0) FROM chunks"),
+            "bytes": size,
+        }
