@@ -14,6 +14,7 @@ bounded queue, so parsing and embedding overlap with fetching.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import queue
 import re
 import threading
@@ -104,6 +105,7 @@ class Crawler:
         self.stats = CrawlStats()
         self._stop = threading.Event()
         self._emitted: set[str] = set()
+        self._bodies: set[bytes] = set()  # digests: /docs/ and /docs/index.html are one page
 
     @property
     def complete(self) -> bool:
@@ -240,7 +242,21 @@ class Crawler:
 
     async def _fetch_once(self, session: aiohttp.ClientSession, url: str):
         try:
-            async with session.get(url, allow_redirects=True, max_redirects=10) as response:
+            target, hops, visited = url, 0, {normalize_url(url)}
+            while True:  # follow redirects by hand: every hop must stay in scope
+                response = await session.get(target, allow_redirects=False)
+                if response.status not in (301, 302, 303, 307, 308) or "Location" not in response.headers:
+                    break
+                response.release()
+                target = urljoin(target, response.headers["Location"])
+                hops += 1
+                if not in_scope(target, self.scope):
+                    self.stats.skipped += 1
+                    return Failure(url, f"redirected outside the crawl scope to {target}", keep=False), []
+                if normalize_url(target) in visited or hops > 10:
+                    raise aiohttp.TooManyRedirects(response.request_info, response.history)
+                visited.add(normalize_url(target))
+            async with response:
                 final = str(response.url)
                 if response.status in (404, 410):
                     raise _Gone(f"HTTP {response.status}")
@@ -248,9 +264,6 @@ class Crawler:
                     raise _Transient(f"HTTP {response.status}")
                 if response.status >= 400:
                     return Failure(url, f"HTTP {response.status}", keep=False), []
-                if not in_scope(final, self.scope):
-                    self.stats.skipped += 1
-                    return Failure(url, f"redirected outside the crawl scope to {final}", keep=False), []
                 kind = kind_for_content_type(response.headers.get("Content-Type", "text/html"))
                 if kind == "text":  # a .md or .rst served as text/plain
                     kind = kind_for_path(urlsplit(final).path) or "text"
@@ -260,7 +273,13 @@ class Crawler:
                 length = response.content_length
                 if length is not None and length > self.max_bytes:
                     return Failure(final, f"too large: {length:,} bytes (limit {self.max_bytes:,})"), []
-                body = await response.content.read(self.max_bytes + 1)
+                parts, size = [], 0
+                async for piece in response.content.iter_chunked(65536):
+                    parts.append(piece)
+                    size += len(piece)
+                    if size > self.max_bytes:
+                        break
+                body = b"".join(parts)
                 if len(body) > self.max_bytes:
                     return Failure(final, f"too large: over {self.max_bytes:,} bytes"), []
                 charset = response.charset
@@ -275,6 +294,11 @@ class Crawler:
         if key in self._emitted:  # two links that redirect to one page
             return None, []
         self._emitted.add(key)
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        if digest in self._bodies:
+            self.stats.skipped += 1
+            return None, []
+        self._bodies.add(digest)
         self.stats.fetched += 1
         links: list[str] = []
         if kind == "html":

@@ -1,0 +1,115 @@
+"""Crawling a documentation site served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from shared.ingest import ingest
+from shared.settings import load_settings
+from shared.sources.crawl import Crawler, normalize_url
+from shared.store import Store
+
+from .helpers.site import Site
+
+
+@pytest.fixture
+def site(tmp_path, small_docs):
+    root = tmp_path / "site"
+    shutil.copytree(small_docs, root)
+    index_links = "".join(f'<li><a href="{p.relative_to(root).as_posix()}">{p.stem}</a></li>'
+                          for p in sorted(root.rglob("*.html")))
+    faults = ['loop-a.html', 'moved.html', 'away.html', 'broken.html', 'slow.html', 'flaky.html', 'missing.html',
+              'logo.png', 'data.bin', 'autoinc.html#summary', 'autoinc.html/', './autoinc.html?utm_source=x',
+              '../outside.html', 'http://127.0.0.2:9/docs/other-host.html', 'mailto:someone@example.com']
+    fault_links = "".join(f'<a href="{f}">{f}</a> ' for f in faults)
+    (root / "index.html").write_text(f"<html><head><title>Docs home</title></head><body><h1>Docs</h1>"
+                                     f"<ul>{index_links}</ul><p>{fault_links}</p></body></html>")
+    (root / "page1.html").write_text("<html><head><title>Page one</title></head><body><h1>One</h1>"
+                                     "<p>Reached through a permanent redirect.</p></body></html>")
+    (root / "logo.png").write_bytes(b"\x89PNG")
+    (root / "data.bin").write_bytes(b"\x00\x01")
+    server = Site(root).start()
+    server.slow_seconds = 3.0
+    yield server
+    server.stop()
+
+
+def test_normalize_url_deduplicates():
+    assert normalize_url("HTTP://Docs.Example.com:80/a/b/#frag") == "http://docs.example.com/a/b"
+    assert normalize_url("https://d.example/a?utm_source=x&b=2&a=1") == "https://d.example/a?a=1&b=2"
+    assert normalize_url("https://d.example") == "https://d.example/"
+
+
+def test_crawl_ingests_the_site_and_reports_failures(site, tmp_path, embedder):
+    settings = load_settings(crawl_timeout=1.0, crawl_concurrency=4)
+    with Store.open(tmp_path / "store.db") as store:
+        report = ingest(store, embedder, settings, site.url, progress=False)
+        urls = {r[0] for r in store.conn.execute("SELECT url FROM pages")}
+        chunk_url = store.conn.execute("SELECT url FROM chunks WHERE text LIKE "
+                                       "'Except for WITHOUT ROWID tables, all rows within SQLite tables%'").fetchone()[0]
+    base = site.url
+    assert f"{base}autoinc.html" in urls and f"{base}c3ref/busy_timeout.html" in urls
+    assert f"{base}page1.html" in urls  # through the redirect, stored under its final URL
+    assert f"{base}flaky.html" in urls  # a 503 retried with backoff, then fetched
+    assert len(urls) == 22 + 3  # the docs, index, page1, flaky: nothing twice, nothing out of scope
+    assert chunk_url == f"{base}lang_createtable.html#rowids_and_the_integer_primary_key"
+    reasons = {f["url"].rsplit("/", 1)[-1]: f["reason"] for f in report.failures}
+    assert "redirect loop" in reasons["loop-a.html"]
+    assert "outside the crawl scope" in reasons["away.html"]
+    assert "HTTP 500" in reasons["broken.html"]
+    assert "timed out" in reasons["slow.html"]
+    assert "HTTP 404" in reasons["missing.html"]
+    # skipped without a request: images, fragments and duplicates; never out of scope
+    assert "/docs/logo.png" not in site.requests
+    assert site.requests["/docs/autoinc.html"] == 1
+    assert "/outside.html" not in site.requests
+    assert site.requests["/docs/broken.html"] == 3  # retried, then reported
+    assert not report.complete  # timeouts and 5xx: pages not seen are kept, not deleted
+
+
+def test_recrawl_is_incremental_and_removes_pages_that_are_gone(site, tmp_path, embedder):
+    settings = load_settings(crawl_timeout=5.0)
+    site.slow_seconds = 0.0
+    root = site.root
+    index = root / "index.html"
+    html = index.read_text()
+    # a clean site: no faults that make the crawl incomplete
+    index.write_text(html.replace('<a href="broken.html">broken.html</a>', ""))
+    with Store.open(tmp_path / "store.db") as store:
+        first = ingest(store, embedder, settings, site.url, progress=False)
+        assert first.complete and first.pages_new >= 24
+        second = ingest(store, embedder, settings, site.url, progress=False)
+        assert second.chunks_embedded == 0 and second.pages_unchanged == first.pages_new
+        (root / "wal.html").unlink()
+        third = ingest(store, embedder, settings, site.url, progress=False)
+        assert third.pages_removed == 1
+        assert not store.conn.execute("SELECT 1 FROM pages WHERE url LIKE '%/wal.html'").fetchone()
+
+
+def test_unreachable_host_is_reported_not_raised(tmp_path, embedder):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    crawler = Crawler(f"http://127.0.0.1:{port}/docs/", timeout=1.0, retries=2, backoff=0.01)
+    results = list(crawler)
+    assert len(results) == 1 and "cannot connect" in results[0].reason
+    assert not crawler.complete
+
+
+def test_page_limit_stops_the_crawl_and_keeps_old_pages(site):
+    crawler = Crawler(site.url, max_pages=5, timeout=1.0)
+    pages = [r for r in crawler if hasattr(r, "content")]
+    assert len(pages) <= 5 and crawler.stats.hit_page_limit and not crawler.complete
+
+
+def test_cli_refuses_bad_urls():
+    from click.testing import CliRunner
+
+    from shared.cli import cli
+
+    result = CliRunner().invoke(cli, ["ingest", "ftp://example.com/docs/"])
+    assert result.exit_code == 1 and "only http:// and https://" in result.output
