@@ -96,7 +96,7 @@ class DeepmemGroup(click.Group):
 
 
 @click.group(cls=DeepmemGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(file_okay=False), envvar="DEEPMEM_HOME",
+@click.option("--home", type=click.Path(), envvar="DEEPMEM_HOME",
               help="Data directory shared by the CLI, the bot and the daemon [env: DEEPMEM_HOME].")
 @click.version_option(package_name="deepmem")
 @click.pass_context

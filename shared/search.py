@@ -46,10 +46,12 @@ class Searcher:
     never changed. ``mode`` is "vector" or "hybrid" (vector + BM25 fused by RRF).
     """
 
-    def __init__(self, store: Store, embedder: Embedder, transform: Callable[[np.ndarray], np.ndarray] | None = None):
+    def __init__(self, store: Store, embedder: Embedder, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                 index=None):
         self.store = store
         self.embedder = embedder
         self.transform = transform
+        self.index = index  # a MemoryIndex in long-running processes; sqlite-vec otherwise
         store.check_embedder(embedder.name, embedder.dim)
         self.timings: dict[str, float] = {}
 
@@ -67,11 +69,12 @@ class Searcher:
         if vector is None:
             vector = self.query_vector(question, deep_memory)
         t1 = time.perf_counter()
+        nearest = self.index.search if self.index is not None else self.store.vector_search
         if mode == "vector":
-            ranked = self.store.vector_search(vector, k)
+            ranked = nearest(vector, k)
         elif mode == "hybrid":
             depth = max(50, k * 5)
-            dense = [r for r, _ in self.store.vector_search(vector, depth)]
+            dense = [r for r, _ in nearest(vector, depth)]
             sparse = [r for r, _ in self.store.text_search(question, depth)]
             ranked = rrf([dense, sparse])[:k]
         else:

@@ -61,3 +61,13 @@ def store_copy(small_store_path, tmp_path):
     store = Store.open(home / "store.db")
     yield store
     store.close()
+
+
+@pytest.fixture
+def openai_server():
+    """An OpenAI-compatible server on 127.0.0.1 (real wire format, deterministic answers)."""
+    from .helpers.openai_server import OpenAIServer
+
+    server = OpenAIServer().start()
+    yield server
+    server.stop()

@@ -236,6 +236,7 @@ class Store:
                 (chunk.id, page_id, chunk.ord, chunk.url, chunk.title, json.dumps(list(chunk.headings)),
                  json.dumps(list(chunk.anchors)), chunk.text, chunk.n_tokens, embed_hash)).lastrowid
             self.conn.execute("INSERT INTO chunk_vectors(rowid, embedding) VALUES (?, ?)", (rowid, vector))
+        self._bump_version()
         self.conn.execute("DELETE FROM links WHERE page_id=?", (page_id,))
         self.conn.executemany("INSERT INTO links(page_id, target, text) VALUES (?, ?, ?)",
                               [(page_id, target, text) for target, text in links])
@@ -248,6 +249,15 @@ class Store:
                 self.conn.execute(f"DELETE FROM chunks WHERE page_id IN ({marks})", part)
                 self.conn.execute(f"DELETE FROM links WHERE page_id IN ({marks})", part)
                 self.conn.execute(f"DELETE FROM pages WHERE id IN ({marks})", part)
+            self._bump_version()
+
+    def _bump_version(self) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES ('vectors_version', '1') ON CONFLICT(key) "
+                          "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+    def vectors_version(self) -> int:
+        """Changes whenever a chunk is added or removed: in-memory copies reload when it moves."""
+        return int(self.meta("vectors_version") or 0)
 
     # -- reading -------------------------------------------------------------------------
     def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, StoredChunk]:
@@ -299,15 +309,26 @@ class Store:
         return [(rowid, -score) for rowid, score in rows]
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rowids, matrix) of every stored vector, for in-memory search and training."""
+        """(rowids, matrix) of every stored vector, for in-memory search and training.
+
+        Filled in place, batch by batch: peak memory is the matrix itself, not twice it."""
         dim = self.dim
         if dim is None:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        rows = self.conn.execute("SELECT rowid, embedding FROM chunk_vectors ORDER BY rowid").fetchall()
-        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) if rows \
-            else np.zeros((0, dim), dtype=np.float32)
-        return rowids, matrix
+        n = self.conn.execute("SELECT count(*) FROM chunk_vectors").fetchone()[0]
+        rowids = np.zeros(n, dtype=np.int64)
+        matrix = np.zeros((n, dim), dtype=np.float32)
+        cursor = self.conn.execute("SELECT rowid, embedding FROM chunk_vectors ORDER BY rowid")
+        i = 0
+        while i < n:
+            rows = cursor.fetchmany(10_000)
+            if not rows:
+                break
+            rows = rows[: n - i]
+            rowids[i:i + len(rows)] = [r[0] for r in rows]
+            matrix[i:i + len(rows)] = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dim)
+            i += len(rows)
+        return rowids[:i], matrix[:i]
 
     def links_to(self, url_prefix: str) -> list[tuple[str, str]]:
         return self.conn.execute("SELECT target, text FROM links WHERE target LIKE ? ESCAPE '\\'",
