@@ -24,8 +24,11 @@ class Block:
 
 @dataclass(frozen=True)
 class Link:
+    """A link in the page's content: how one page describes another section."""
+
     href: str  # as written in the page
-    text: str
+    text: str  # the link's own text
+    context: str = ""  # the sentence around it
 
 
 @dataclass

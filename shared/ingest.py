@@ -29,7 +29,7 @@ from .store import Store
 
 __all__ = ["IngestReport", "ingest", "PARSER_VERSION"]
 
-PARSER_VERSION = "3"  # bump when parsing or chunking changes what a page becomes
+PARSER_VERSION = "4"  # bump when parsing or chunking changes what a page becomes
 EMBED_BATCH = 256  # chunks per embedding call and per write transaction
 
 
@@ -64,7 +64,7 @@ class _Pending:
     content_hash: str
     size: int
     chunks: list[Chunk]
-    links: list[tuple[str, str]]
+    links: list[tuple[str, str, str]]
     is_new: bool
 
 
@@ -72,14 +72,15 @@ def _embed_hash(embedder: Embedder, chunk: Chunk) -> str:
     return hashlib.sha256(f"{embedder.name}\x1f{chunk.embed_text}".encode()).hexdigest()
 
 
-def _resolve_links(page_url: str, links) -> list[tuple[str, str]]:
+def _resolve_links(page_url: str, links) -> list[tuple[str, str, str]]:
+    """(absolute target, link text, sentence around it) for links in the page's content."""
     out = []
     for link in links:
         if not link.text:
             continue
         target = urljoin(page_url, link.href) if "://" in page_url else _join_relative(page_url, link.href)
         if urlsplit(target).scheme in ("", "http", "https"):
-            out.append((target, link.text))
+            out.append((target, link.text, link.context))
     return out
 
 

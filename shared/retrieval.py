@@ -2,15 +2,62 @@
 
 from __future__ import annotations
 
+import threading
+
+from .deep_memory.adapter import LinearAdapter
+from .deep_memory.versions import AdapterRegistry
 from .embedders import Embedder
 from .home import Home
 from .search import Searcher
 from .store import Store
 
-__all__ = ["open_searcher"]
+__all__ = ["open_searcher", "ActiveAdapter"]
 
 
-def open_searcher(store: Store, embedder: Embedder, home: Home, deep_memory: bool = True) -> Searcher:
-    searcher = Searcher(store, embedder)
-    searcher.adapter_version = None
-    return searcher
+class ActiveAdapter:
+    """The active adapter of a data directory, swapped in when the pointer file changes.
+
+    Each call stats active.json (microseconds); when it changed, the new version is loaded
+    completely and only then replaces the old one in a single assignment, so a question is
+    answered by the old adapter or the new one, never by a half-loaded one. An adapter made
+    for another embedder is ignored. A version that cannot be loaded leaves the last good one.
+    """
+
+    def __init__(self, home: Home, embedder: Embedder):
+        self.registry = AdapterRegistry(home.adapters_dir)
+        self.embedder = embedder
+        self._lock = threading.Lock()
+        self._signature = None
+        self._current: tuple[str | None, LinearAdapter | None] = (None, None)
+        self.error: str | None = None
+
+    def current(self) -> tuple[str | None, LinearAdapter | None]:
+        signature = self.registry.signature()
+        if signature != self._signature:
+            with self._lock:
+                if signature != self._signature:
+                    self._reload(signature)
+        return self._current
+
+    def _reload(self, signature) -> None:
+        try:
+            loaded = self.registry.load_active()
+        except Exception as exc:  # a broken version must not take search down
+            self.error = f"active adapter not loaded: {exc}"
+            self._signature = signature
+            return
+        if loaded is None:
+            self._current = (None, None)
+        else:
+            name, adapter, meta = loaded
+            if meta.get("embedder") != self.embedder.name or adapter.dim != self.embedder.dim:
+                self.error = f"adapter {name} was trained for {meta.get('embedder')}; ignored"
+                self._current = (None, None)
+            else:
+                self._current = (name, adapter)
+                self.error = None
+        self._signature = signature
+
+
+def open_searcher(store: Store, embedder: Embedder, home: Home, index=None) -> Searcher:
+    return Searcher(store, embedder, adapters=ActiveAdapter(home, embedder), index=index)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from .embedders import Embedder
 from .errors import EmptyStore
 from .store import Store, StoredChunk
 
-__all__ = ["Hit", "Searcher", "rrf"]
+__all__ = ["Hit", "SearchResult", "Searcher", "rrf"]
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 
@@ -29,6 +28,13 @@ class Hit:
                 "headings": list(c.headings), "anchors": list(c.anchors), "text": c.text}
 
 
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    adapter: str | None  # the deep-memory version that transformed the query, if any
+    timings: dict = field(default_factory=dict)
+
+
 def rrf(rankings: list[list[int]], k: int = RRF_K, weights: list[float] | None = None) -> list[tuple[int, float]]:
     """Reciprocal rank fusion of several rankings of rowids."""
     weights = weights or [1.0] * len(rankings)
@@ -40,35 +46,32 @@ def rrf(rankings: list[list[int]], k: int = RRF_K, weights: list[float] | None =
 
 
 class Searcher:
-    """Embeds a question, transforms it (deep memory, when given), and finds chunks.
+    """Embeds a question, applies the active deep-memory adapter, and finds chunks.
 
-    ``transform`` maps a query vector to the vector used for search; the corpus vectors are
-    never changed. ``mode`` is "vector" or "hybrid" (vector + BM25 fused by RRF).
+    ``adapters`` (an ActiveAdapter) supplies the current adapter on every call, so a newly
+    promoted one is used from the next question on; the corpus vectors never change.
+    ``index`` is a MemoryIndex in long-running processes, else sqlite-vec scans the store.
     """
 
-    def __init__(self, store: Store, embedder: Embedder, transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 index=None):
+    def __init__(self, store: Store, embedder: Embedder, adapters=None, index=None):
+        store.check_embedder(embedder.name, embedder.dim)
         self.store = store
         self.embedder = embedder
-        self.transform = transform
-        self.index = index  # a MemoryIndex in long-running processes; sqlite-vec otherwise
-        store.check_embedder(embedder.name, embedder.dim)
-        self.timings: dict[str, float] = {}
-
-    def query_vector(self, question: str, deep_memory: bool = True) -> np.ndarray:
-        vector = self.embedder.embed_query(question)
-        if deep_memory and self.transform is not None:
-            vector = self.transform(vector)
-        return vector
+        self.adapters = adapters
+        self.index = index
 
     def search(self, question: str, k: int = 10, *, mode: str = "vector", deep_memory: bool = True,
-               vector: np.ndarray | None = None) -> list[Hit]:
+               vector: np.ndarray | None = None) -> SearchResult:
         if self.store.embedder_name is None:
             raise EmptyStore("the store is empty: run `deepmem ingest` first")
         t0 = time.perf_counter()
         if vector is None:
-            vector = self.query_vector(question, deep_memory)
+            vector = self.embedder.embed_query(question)
         t1 = time.perf_counter()
+        name, adapter = self.adapters.current() if (deep_memory and self.adapters is not None) else (None, None)
+        if adapter is not None:
+            vector = adapter(vector)
+        t2 = time.perf_counter()
         nearest = self.index.search if self.index is not None else self.store.vector_search
         if mode == "vector":
             ranked = nearest(vector, k)
@@ -79,9 +82,10 @@ class Searcher:
             ranked = rrf([dense, sparse])[:k]
         else:
             raise ValueError(f"unknown search mode {mode!r} (vector or hybrid)")
-        t2 = time.perf_counter()
+        t3 = time.perf_counter()
         chunks = self.store.chunks_by_rowid([r for r, _ in ranked])
-        self.timings = {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3,
-                        "fetch_ms": (time.perf_counter() - t2) * 1e3}
-        return [Hit(rank=i + 1, score=score, chunk=chunks[rowid])
+        timings = {"embed_ms": (t1 - t0) * 1e3, "adapter_ms": (t2 - t1) * 1e3, "search_ms": (t3 - t2) * 1e3,
+                   "fetch_ms": (time.perf_counter() - t3) * 1e3}
+        hits = [Hit(rank=i + 1, score=score, chunk=chunks[rowid])
                 for i, (rowid, score) in enumerate(ranked) if rowid in chunks]
+        return SearchResult(hits=hits, adapter=name, timings=timings)

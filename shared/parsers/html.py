@@ -102,6 +102,8 @@ class _Walker:
         self.table_rows: list[list[str]] | None = None
         self.table_depth = 0
         self.list_item = False
+        self.open_links: list[tuple[str, str]] = []  # (href, text) of links in the block being read
+        self.links: list[Link] = []
 
     # -- positions -------------------------------------------------------------------
     def anchor(self, name: str) -> None:
@@ -142,6 +144,7 @@ class _Walker:
         block_kind = kind or self.kind
         self.kind = "text"
         if not text.strip():
+            self.open_links = []
             return
         if self.list_item:
             text, block_kind, self.list_item = "- " + text, "list", False
@@ -157,8 +160,24 @@ class _Walker:
             headings += (self.region_title,)
         anchors = tuple(a for _, _, anchors in self.sections for a in anchors) + self.region
         self.blocks.append(Block(text=text, headings=headings, anchors=anchors, kind=block_kind))
+        for href, label in self.open_links:
+            self.links.append(Link(href=href, text=label, context=_sentence_around(text, label)))
+        self.open_links = []
         if self.region:
             self.region_blocks += 1
+
+
+def _sentence_around(text: str, label: str) -> str:
+    """The sentence of ``text`` that holds ``label`` (at most 300 characters)."""
+    flat = " ".join(text.split())
+    at = flat.find(label) if label else -1
+    if at < 0:
+        return flat[:300]
+    start = max(flat.rfind(". ", 0, at), flat.rfind("? ", 0, at), flat.rfind("! ", 0, at))
+    start = 0 if start < 0 else start + 2
+    ends = [i for i in (flat.find(". ", at + len(label)), flat.find("? ", at + len(label))) if i >= 0]
+    end = min(ends) + 1 if ends else len(flat)
+    return flat[start:end][:300]
 
 
 def parse_html(html: str, fallback_title: str = "") -> ParsedPage:
@@ -166,16 +185,10 @@ def parse_html(html: str, fallback_title: str = "") -> ParsedPage:
     title_node = tree.css_first("title")
     title = _clean(title_node.text()) if title_node else ""
 
-    links = []
-    for a in tree.css("a[href]"):
-        href = (a.attributes.get("href") or "").strip()
-        if href and not href.startswith(("javascript:", "mailto:", "tel:", "data:")):
-            links.append(Link(href=href, text=" ".join(a.text().split())[:200]))
-
     root = tree.css_first("main") or tree.css_first("[role=main]") or tree.body or tree.root
     walker = _Walker()
     if root is None:
-        return ParsedPage(title=title or fallback_title, blocks=[], links=links)
+        return ParsedPage(title=title or fallback_title, blocks=[], links=[])
 
     # iterative pre-order walk; ("end", node) markers close elements
     stack: list[tuple[str, object]] = [("node", root)]
@@ -218,6 +231,12 @@ def parse_html(html: str, fallback_title: str = "") -> ParsedPage:
                 walker.anchor(extra)
             walker.heading(HEADINGS[tag], _heading_text(node), attrs.get("id"))
             continue
+        if tag == "a" and attrs.get("href"):
+            href = attrs["href"].strip()
+            if href and not href.startswith(("javascript:", "mailto:", "tel:", "data:")):
+                label = " ".join(node.text().split())[:200]
+                if label:
+                    walker.open_links.append((href, label))
         if tag in ANCHOR_TAGS and walker.table_rows is None and walker.pre_depth == 0:
             if tag == "a":  # a link target, not a link that merely has an id
                 name = attrs.get("name") or (attrs.get("id") if "href" not in attrs else None)
@@ -253,4 +272,4 @@ def parse_html(html: str, fallback_title: str = "") -> ParsedPage:
     if not title:
         first = next((t for _, t, _ in walker.sections if t), "")
         title = first or fallback_title
-    return ParsedPage(title=title, blocks=walker.blocks, links=links)
+    return ParsedPage(title=title, blocks=walker.blocks, links=walker.links)

@@ -64,7 +64,8 @@ def m001_pages_and_chunks(conn) -> None:
         CREATE TABLE links (
             page_id INTEGER NOT NULL REFERENCES pages(id) ON DELETE CASCADE,
             target TEXT NOT NULL,
-            text TEXT NOT NULL
+            text TEXT NOT NULL,
+            context TEXT NOT NULL DEFAULT ''
         );
         CREATE INDEX links_page ON links(page_id);
         CREATE INDEX links_target ON links(target);
@@ -78,6 +79,20 @@ def m001_pages_and_chunks(conn) -> None:
             INSERT INTO chunk_fts(chunk_fts, rowid, title, headings, text)
             VALUES ('delete', old.rowid, old.title, old.headings, old.text);
         END;
+    """)
+
+
+@migration
+def m002_question_cache(conn) -> None:
+    conn.executescript("""
+        -- generated questions, keyed by generator and the content they were made from,
+        -- so nothing is generated (or paid for) twice
+        CREATE TABLE questions (
+            key TEXT PRIMARY KEY,
+            generator TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+        );
     """)
 
 

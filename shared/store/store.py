@@ -205,7 +205,7 @@ class Store:
 
     def write_page(self, *, source_id: int, url: str, path: str | None, title: str, content_hash: str, size: int,
                    chunks: Sequence[Chunk], embed_hashes: Sequence[str], vectors: Sequence[bytes],
-                   links: Sequence[tuple[str, str]]) -> None:
+                   links: Sequence[tuple[str, str, str]]) -> None:
         """Replace one page and its chunks. Call inside ``transaction()``.
 
         Chunks whose id is already stored keep their row and vector; the rest are inserted.
@@ -238,8 +238,8 @@ class Store:
             self.conn.execute("INSERT INTO chunk_vectors(rowid, embedding) VALUES (?, ?)", (rowid, vector))
         self._bump_version()
         self.conn.execute("DELETE FROM links WHERE page_id=?", (page_id,))
-        self.conn.executemany("INSERT INTO links(page_id, target, text) VALUES (?, ?, ?)",
-                              [(page_id, target, text) for target, text in links])
+        self.conn.executemany("INSERT INTO links(page_id, target, text, context) VALUES (?, ?, ?, ?)",
+                              [(page_id, target, text, context) for target, text, context in links])
 
     def delete_pages(self, page_ids: Sequence[int]) -> None:
         with self.transaction():
@@ -330,8 +330,8 @@ class Store:
             i += len(rows)
         return rowids[:i], matrix[:i]
 
-    def links_to(self, url_prefix: str) -> list[tuple[str, str]]:
-        return self.conn.execute("SELECT target, text FROM links WHERE target LIKE ? ESCAPE '\\'",
+    def links_to(self, url_prefix: str) -> list[tuple[str, str, str]]:
+        return self.conn.execute("SELECT target, text, context FROM links WHERE target LIKE ? ESCAPE '\\'",
                                  (url_prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
 
     def stats(self) -> dict:

@@ -9,15 +9,16 @@ this package never imports them.
 from __future__ import annotations
 
 import functools
+import shutil
 import json
 import sys
 from importlib.metadata import entry_points
 
 import click
 
-from .errors import DeepmemError
-from .home import Home
-from .settings import Settings, load_settings
+from ..errors import DeepmemError
+from ..home import Home
+from ..settings import Settings, load_settings
 
 __all__ = ["cli", "main", "pass_app", "App"]
 
@@ -34,7 +35,7 @@ class App:
         return Home.open(self.settings.home)
 
     def store(self, create: bool = True):
-        from .store import Store
+        from ..store import Store
 
         if self._store is None:
             self._store = Store.open(self.home.store_path, create=create)
@@ -42,7 +43,7 @@ class App:
 
     @functools.cached_property
     def embedder(self):
-        from .embedders import make_embedder
+        from ..embedders import make_embedder
 
         return make_embedder(self.settings)
 
@@ -130,8 +131,8 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
 
         deepmem ingest ./docs --base-url https://docs.example.com/
     """
-    from .ingest import ingest as run_ingest
-    from .sources import DEMO_BASE_URL, demo_archive
+    from ..ingest import ingest as run_ingest
+    from ..sources import DEMO_BASE_URL, demo_archive
 
     store = app.store()
     if demo:
@@ -182,17 +183,18 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
 
         deepmem search "how do I create an autoincrement column" -k 5 --json
     """
-    from .retrieval import open_searcher
+    from ..retrieval import open_searcher
 
     if not question.strip():
         raise click.UsageError("the question is empty")
-    searcher = open_searcher(app.store(create=False), app.embedder, app.home, deep_memory=not no_deep_memory)
-    hits = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory)
+    searcher = open_searcher(app.store(create=False), app.embedder, app.home)
+    result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory)
+    hits = result.hits
     if as_json:
-        echo_json({"question": question, "adapter": searcher.adapter_version, "timings": searcher.timings,
+        echo_json({"question": question, "adapter": result.adapter, "timings": result.timings,
                    "results": [h.to_dict() for h in hits]})
         return
-    width = click.get_terminal_size()[0] if hasattr(click, "get_terminal_size") else 100
+    width = shutil.get_terminal_size((100, 20)).columns
     for hit in hits:
         c = hit.chunk
         click.secho(f"{hit.rank:>3}. {hit.score:.3f}  {c.url}", bold=True)
@@ -200,6 +202,7 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
         click.echo(f"     {path}")
         snippet = " ".join(c.text.split())
         click.echo(f"     {snippet[: max(60, min(width, 160) - 5)]}")
+    click.echo(f"(deep memory: {result.adapter or 'off'})", err=True)
     if not hits:
         click.echo("no results")
 
@@ -214,7 +217,7 @@ def status(app: App, as_json: bool) -> None:
 
         deepmem status --json
     """
-    from .status import collect_status
+    from ..status import collect_status
 
     info = collect_status(app.home, app.store())
     if as_json:
@@ -248,3 +251,6 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+
+
+from . import deep_memory as _deep_memory  # noqa: E402,F401  (registers train, evaluate, adapters)

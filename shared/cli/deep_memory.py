@@ -1,0 +1,178 @@
+"""CLI commands for deep memory: train, evaluate, adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import App, cli, echo_json, json_option, pass_app
+
+
+def _demo_questions(store) -> list[Path]:
+    """The bundled SQLite FAQ, when the bundled SQLite docs are in the store."""
+    from ..sources import demo_archive
+
+    if any(s.uri == str(demo_archive()) for s in store.sources()):
+        return [demo_archive().parent / "sqlite-faq.jsonl"]
+    return []
+
+
+@cli.command()
+@click.option("--generator", type=click.Choice(["auto", "offline", "llm", "none"]), default="auto", show_default=True,
+              help="Where synthetic questions come from (auto: llm when an LLM is configured).")
+@click.option("--queries", "queries", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Your own questions with relevance (JSONL, reference JSON or LlamaIndex JSON); repeatable.")
+@click.option("--eval-queries", "eval_queries", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Real questions to report beside the synthetic split (never trained on); repeatable.")
+@click.option("--no-activate", is_flag=True, help="Save the new adapter but leave the active one in place.")
+@click.option("--epochs", type=click.IntRange(1, 500), default=None, help="At most this many epochs.")
+@click.option("--time-budget", type=click.FloatRange(1, None), default=None, help="Stop training after SECONDS.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--estimate", is_flag=True, help="With --generator llm: print the token and cost estimate and stop.")
+@click.option("--quiet", "-q", is_flag=True)
+@json_option
+@pass_app
+def train(app: App, generator, queries, eval_queries, no_activate, epochs, time_budget, seed, estimate, quiet,
+          as_json) -> None:
+    """Generate questions where missing, train a deep-memory adapter, evaluate it, activate it if better.
+
+    Example:
+
+        deepmem train --eval-queries real-questions.jsonl
+    """
+    from ..deep_memory.job import TrainOptions, run_training
+    from ..deep_memory.trainer import TrainConfig
+    from ..questions.llm import estimate as llm_estimate
+
+    store = app.store(create=False)
+    if generator == "llm" or (generator == "auto" and app.settings.llm_configured):
+        plan = llm_estimate(store, app.settings)
+        cost = f", about ${plan['estimated_cost_usd']:.2f}" if plan["estimated_cost_usd"] is not None else ""
+        click.echo(f"llm questions: {plan['to_generate']} to generate ({plan['cached']} cached), "
+                   f"{plan['prompt_tokens']:,} prompt tokens with {plan['model']}{cost}", err=True)
+        if estimate:
+            return
+    config = TrainConfig(seed=seed, time_budget_s=time_budget)
+    if epochs:
+        config.max_epochs = epochs
+    options = TrainOptions(generator=generator, queries=[Path(q) for q in queries],
+                           eval_queries=[Path(q) for q in eval_queries] + _demo_questions(store),
+                           activate="never" if no_activate else "if-better", config=config,
+                           progress=not quiet and not as_json)
+    log = (lambda *a: None) if (quiet or as_json) else (lambda msg: click.echo(msg, err=True))
+    report = run_training(store, app.embedder, app.home, app.settings, options, log=log)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    from ..evaluation import format_table
+
+    click.echo(format_table(report.comparisons))
+    click.echo(f"adapter {report.version or '(none)'}: {report.decision}")
+    click.echo(f"active: {report.version if report.activated else (report.champion or 'none (plain search)')}")
+
+
+@cli.command()
+@click.option("--queries", "queries", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Questions with relevance to score (default: the held-out synthetic test split).")
+@click.option("--adapter", "version", help="Adapter version to compare with plain search (default: the active one).")
+@click.option("--hybrid", is_flag=True, help="Also score hybrid search (vectors + BM25).")
+@json_option
+@pass_app
+def evaluate(app: App, queries, version, hybrid, as_json) -> None:
+    """Recall@k, hit rate and MRR without and with deep memory, side by side.
+
+    Example:
+
+        deepmem evaluate --queries questions.jsonl --json
+    """
+    from ..deep_memory.evaluate import evaluate_files, evaluate_test_split
+    from ..evaluation import format_table
+
+    store = app.store(create=False)
+    files = [Path(q) for q in queries]
+    if files:
+        comparisons, used = evaluate_files(store, app.embedder, app.home, files, version, hybrid=hybrid)
+    else:
+        comparisons, used = evaluate_test_split(store, app.embedder, app.home, app.settings, version,
+                                                extra_files=_demo_questions(store), hybrid=hybrid)
+    if as_json:
+        echo_json({"adapter": used, "evaluations": [c.to_dict() for c in comparisons]})
+        return
+    click.echo(f"adapter: {used or 'none (plain search only)'}\n")
+    click.echo(format_table(comparisons))
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def adapters(ctx) -> None:
+    """List deep-memory adapter versions, activate one, or roll back.
+
+    Example:
+
+        deepmem adapters rollback
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_adapters)
+
+
+@adapters.command("list")
+@json_option
+@pass_app
+def list_adapters(app: App, as_json: bool = False) -> None:
+    """Every saved version, its test-split numbers and which one is active."""
+    from ..deep_memory.versions import AdapterRegistry
+
+    registry = AdapterRegistry(app.home.adapters_dir)
+    active = registry.active_name()
+    rows = []
+    for v in registry.versions():
+        test = next((m for m in v.meta.get("metrics", []) if "synthetic" in m.get("name", "")), {})
+        rows.append({"version": v.name, "active": v.name == active, "created_at": v.meta.get("created_at"),
+                     "embedder": v.meta.get("embedder"), "generator": v.meta.get("generator"),
+                     "train_questions": v.meta.get("counts", {}).get("train"),
+                     "test_hit@10": (test.get("deep_memory") or {}).get("hit_rate@10"),
+                     "base_hit@10": (test.get("base") or {}).get("hit_rate@10"),
+                     "decision": v.meta.get("decision")})
+    if as_json:
+        echo_json({"active": active, "versions": rows})
+        return
+    if not rows:
+        click.echo("no adapters yet: run `deepmem train`")
+        return
+    for r in rows:
+        mark = "*" if r["active"] else " "
+        hit = f"hit@10 {r['base_hit@10']:.3f} -> {r['test_hit@10']:.3f}" if r["test_hit@10"] is not None else ""
+        click.echo(f"{mark} {r['version']}  {r['created_at']}  {r['train_questions']} questions  {hit}")
+    click.echo(f"active: {active or 'none (plain search)'}")
+
+
+@adapters.command()
+@click.argument("version")
+@pass_app
+def activate(app: App, version: str) -> None:
+    """Make VERSION the active adapter (the bot picks it up at its next question)."""
+    from ..deep_memory.versions import AdapterRegistry
+
+    AdapterRegistry(app.home.adapters_dir).activate(version)
+    click.echo(f"active: {version}")
+
+
+@adapters.command()
+@pass_app
+def rollback(app: App) -> None:
+    """Return to the adapter that was active before the current one."""
+    from ..deep_memory.versions import AdapterRegistry
+
+    previous = AdapterRegistry(app.home.adapters_dir).rollback()
+    click.echo(f"active: {previous or 'none (plain search)'}")
+
+
+@adapters.command()
+@pass_app
+def off(app: App) -> None:
+    """Search without deep memory (`deepmem adapters rollback` turns it back on)."""
+    from ..deep_memory.versions import AdapterRegistry
+
+    AdapterRegistry(app.home.adapters_dir).deactivate()
+    click.echo("active: none (plain search)")

@@ -1,0 +1,104 @@
+"""Training examples: questions paired with the chunks that answer them, split by section.
+
+The split is by *section* (a chunk's URL, page#anchor), which is stricter than by chunk: no
+chunk of a test question's section is ever a training positive, so test questions are about
+text the adapter never trained on. Assignment is a salted hash of the section URL, so a
+section stays in the same split across runs and across adapter versions (comparisons between
+versions are fair), and new sections fall where the hash puts them. The salt is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..store import Store
+
+__all__ = ["Example", "SplitSpec", "Dataset", "split_of", "split_salt"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    positives: tuple[int, ...]  # chunk rowids
+    source: str  # synthetic:<style> | queries:<file> | feedback
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    salt: str
+    val: float = 0.15
+    test: float = 0.15
+
+
+def split_salt(store: Store) -> str:
+    """The store's split salt, created once and kept in its meta table."""
+    salt = store.meta("split_salt")
+    if salt is None:
+        with store.transaction():
+            salt = store.meta("split_salt") or secrets.token_hex(8)
+            store.set_meta("split_salt", salt)
+    return salt
+
+
+def split_of(section_url: str, spec: SplitSpec) -> str:
+    h = int.from_bytes(hashlib.sha256(f"{spec.salt}\x1f{section_url}".encode()).digest()[:8], "big") / 2 ** 64
+    if h < spec.test:
+        return "test"
+    if h < spec.test + spec.val:
+        return "val"
+    return "train"
+
+
+@dataclass
+class Dataset:
+    train: list[Example] = field(default_factory=list)
+    val: list[Example] = field(default_factory=list)
+    test: list[Example] = field(default_factory=list)
+
+    def add(self, split: str, example: Example) -> None:
+        getattr(self, split).append(example)
+
+    def counts(self) -> dict:
+        out = {s: len(getattr(self, s)) for s in SPLITS}
+        for s in SPLITS:
+            by: dict[str, int] = {}
+            for e in getattr(self, s):
+                by[e.source] = by.get(e.source, 0) + 1
+            out[f"{s}_by_source"] = by
+        return out
+
+    @classmethod
+    def build(cls, store: Store, groups: list[tuple[str, list[tuple[str, tuple[int, ...]]]]], spec: SplitSpec) -> "Dataset":
+        """``groups``: [(source, [(question, positive rowids)])]. Each question goes to the split of
+        its first positive's section; positives from other splits are dropped (never leak)."""
+        url_of = dict(store.conn.execute("SELECT rowid, url FROM chunks"))
+        data = cls()
+        for source, items in groups:
+            for text, positives in items:
+                positives = tuple(p for p in positives if p in url_of)
+                if not positives or not text.strip():
+                    continue
+                split = split_of(url_of[positives[0]], spec)
+                kept = tuple(p for p in positives if split_of(url_of[p], spec) == split)
+                data.add(split, Example(text=text, positives=kept, source=source))
+        return data
+
+    def held_out_rowids(self) -> set[int]:
+        return {p for e in self.val + self.test for p in e.positives}
+
+
+def positives_matrix(examples: list[Example], column_of: dict[int, int], n_columns: int) -> np.ndarray:
+    m = np.zeros((len(examples), n_columns), dtype=bool)
+    for i, e in enumerate(examples):
+        for p in e.positives:
+            j = column_of.get(p)
+            if j is not None:
+                m[i, j] = True
+    return m

@@ -1,0 +1,84 @@
+"""`deepmem evaluate`: plain search against an adapter, on question files or the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..embedders import Embedder
+from ..errors import DeepmemError
+from ..evaluation import Comparison, evaluate
+from ..home import Home
+from ..queries import Resolver, load_queries
+from ..questions import synthetic_questions
+from ..settings import Settings
+from ..store import Store
+from ..vector_index import MemoryIndex
+from .dataset import Dataset, SplitSpec, split_salt
+from .versions import AdapterRegistry
+
+__all__ = ["evaluate_files", "evaluate_test_split"]
+
+
+def _adapter(home: Home, embedder: Embedder, version: str | None):
+    registry = AdapterRegistry(home.adapters_dir)
+    if version:
+        adapter, meta = registry.load(version)
+        name = version
+    else:
+        loaded = registry.load_active()
+        if loaded is None:
+            return None, None
+        name, adapter, meta = loaded
+    if meta.get("embedder") != embedder.name or adapter.dim != embedder.dim:
+        raise DeepmemError(f"adapter {name} was trained for {meta.get('embedder')}, not {embedder.name}")
+    return name, adapter
+
+
+def _comparisons(name, index, store, embedder, resolved, adapter, hybrid) -> list[Comparison]:
+    usable = [q for q in resolved if q.targets]
+    vectors = embedder.embed([q.text for q in usable]) if usable else None
+    out = [Comparison(name, evaluate(index, store, embedder, usable, None, query_vectors=vectors),
+                      evaluate(index, store, embedder, usable, adapter, query_vectors=vectors) if adapter else None)]
+    if hybrid:
+        out.append(Comparison(f"{name}, hybrid (vectors + BM25)",
+                              evaluate(index, store, embedder, usable, None, mode="hybrid", query_vectors=vectors),
+                              evaluate(index, store, embedder, usable, adapter, mode="hybrid", query_vectors=vectors)
+                              if adapter else None))
+    return out
+
+
+def evaluate_files(store: Store, embedder: Embedder, home: Home, files: list[Path], version: str | None = None,
+                   hybrid: bool = False) -> tuple[list[Comparison], str | None]:
+    name, adapter = _adapter(home, embedder, version)
+    index = MemoryIndex(store)
+    resolver = Resolver(store)
+    out = []
+    for path in files:
+        resolved = resolver.resolve(load_queries(path))
+        if not any(q.targets for q in resolved):
+            raise DeepmemError(f"{path}: none of its relevant entries match a chunk of this store")
+        out.extend(_comparisons(Path(path).name, index, store, embedder, resolved, adapter, hybrid))
+    return out, name
+
+
+def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: Settings, version: str | None = None,
+                        extra_files: list[Path] = (), hybrid: bool = False) -> tuple[list[Comparison], str | None]:
+    """The held-out synthetic test split (from cached questions), then any extra question files."""
+    name, adapter = _adapter(home, embedder, version)
+    generator = "offline"
+    if name:
+        meta = AdapterRegistry(home.adapters_dir).load(name)[1]
+        generator = "llm" if str(meta.get("generator", "")).startswith("llm") else "offline"
+    questions, _ = synthetic_questions(store, settings, generator, progress=False)
+    row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+    items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
+    data = Dataset.build(store, [("synthetic", items)], SplitSpec(salt=split_salt(store)))
+    from .job import _as_resolved
+
+    index = MemoryIndex(store)
+    out = _comparisons("held-out synthetic test split", index, store, embedder, _as_resolved(data.test), adapter,
+                       hybrid)
+    if extra_files:
+        more, _ = evaluate_files(store, embedder, home, list(extra_files), version, hybrid)
+        out.extend(more)
+    return out, name

@@ -1,0 +1,167 @@
+"""Adapter versions on disk, and which one is active.
+
+    adapters/v0001/{weights.npz, meta.json}
+    adapters/active.json   {"version": "v0002", "history": ["v0001"], "changed_at": ...}
+
+A version directory is written under a temporary name and renamed into place, so a
+half-written adapter never has a version name. Activation replaces active.json with
+os.replace, which is atomic: a reader sees the old pointer or the new one, never a mix.
+A lock file serialises writers (the CLI, the daemon) across processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DeepmemError
+from .adapter import LinearAdapter
+
+__all__ = ["AdapterRegistry", "AdapterVersion", "AdapterError"]
+
+VERSION = re.compile(r"^v(\d{4,})$")
+
+
+class AdapterError(DeepmemError):
+    """No such adapter version, or nothing to roll back to."""
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    name: str
+    path: Path
+    meta: dict
+
+
+class AdapterRegistry:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @contextmanager
+    def _lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @property
+    def pointer(self) -> Path:
+        return self.root / "active.json"
+
+    def versions(self) -> list[AdapterVersion]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for path in sorted(self.root.iterdir()):
+            if path.is_dir() and VERSION.match(path.name) and (path / "meta.json").is_file():
+                try:
+                    meta = json.loads((path / "meta.json").read_text())
+                except (OSError, json.JSONDecodeError):
+                    continue
+                out.append(AdapterVersion(path.name, path, meta))
+        return out
+
+    def _state(self) -> dict:
+        try:
+            state = json.loads(self.pointer.read_text())
+            return state if isinstance(state, dict) else {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def active_name(self) -> str | None:
+        name = self._state().get("version")
+        return name if name and (self.root / name / "weights.npz").is_file() else None
+
+    def load(self, name: str) -> tuple[LinearAdapter, dict]:
+        path = self.root / name
+        if not VERSION.match(name) or not path.is_dir():
+            known = ", ".join(v.name for v in self.versions()) or "none"
+            raise AdapterError(f"no adapter version {name!r} (known: {known})")
+        try:
+            return LinearAdapter.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise AdapterError(f"adapter {name} cannot be loaded: {exc}") from exc
+
+    def load_active(self) -> tuple[str, LinearAdapter, dict] | None:
+        name = self.active_name()
+        if name is None:
+            return None
+        adapter, meta = self.load(name)
+        return name, adapter, meta
+
+    def save(self, adapter: LinearAdapter, meta: dict) -> AdapterVersion:
+        """Write a new version (not activated)."""
+        with self._lock():
+            numbers = [int(VERSION.match(v.name).group(1)) for v in self.versions()]
+            for p in self.root.glob("v*.partial-*"):
+                shutil.rmtree(p, ignore_errors=True)  # left behind by a killed writer
+            name = f"v{(max(numbers) + 1) if numbers else 1:04d}"
+            tmp = self.root / f"{name}.partial-{os.getpid()}"
+            adapter.save(tmp, {"version": name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta})
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.rename(tmp, self.root / name)
+        return AdapterVersion(name, self.root / name, json.loads((self.root / name / "meta.json").read_text()))
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.root / f".active.json.{os.getpid()}"
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.pointer)
+
+    def activate(self, name: str) -> None:
+        self.load(name)  # refuse what cannot be loaded
+        with self._lock():
+            state = self._state()
+            current = state.get("version")
+            history = [h for h in state.get("history", []) if h != name]
+            if current and current != name:
+                history.append(current)
+            self._write_state({"version": name, "history": history[-50:],
+                               "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def deactivate(self) -> None:
+        """Search without deep memory (the previous adapter stays in the history)."""
+        with self._lock():
+            state = self._state()
+            history = state.get("history", [])
+            if state.get("version"):
+                history.append(state["version"])
+            self._write_state({"version": None, "history": history[-50:],
+                               "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def rollback(self) -> str | None:
+        """Back to the adapter that was active before this one; returns its name (None: no adapter)."""
+        with self._lock():
+            state = self._state()
+            history = list(state.get("history", []))
+            while history and not (self.root / history[-1] / "weights.npz").is_file():
+                history.pop()
+            if not history and not state.get("version"):
+                raise AdapterError("nothing to roll back to: no adapter has been active")
+            previous = history.pop() if history else None
+            self._write_state({"version": previous, "history": history,
+                               "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            return previous
+
+    def signature(self) -> tuple:
+        """Cheap change detector for hot reload: (mtime_ns, size) of the pointer file."""
+        try:
+            st = self.pointer.stat()
+            return st.st_mtime_ns, st.st_size, st.st_ino
+        except FileNotFoundError:
+            return (0, 0, 0)

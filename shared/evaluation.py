@@ -1,0 +1,106 @@
+"""Running a question set through retrieval and scoring it, with and without deep memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .embedders import Embedder
+from .metrics import KS, metrics, per_query
+from .queries import ResolvedQuery
+from .search import rrf
+from .store import Store
+from .vector_index import MemoryIndex
+
+__all__ = ["rank_all", "evaluate", "Comparison", "compare", "format_table"]
+
+
+def rank_all(index: MemoryIndex, store: Store, query_vectors: np.ndarray, texts: list[str], *, depth: int = 100,
+             mode: str = "vector") -> list[list[int]]:
+    """Rowid rankings for many queries at once."""
+    ids, _ = index.search_many(query_vectors, depth)
+    dense = [list(map(int, row)) for row in ids]
+    if mode == "vector":
+        return dense
+    if mode != "hybrid":
+        raise ValueError(f"unknown mode {mode!r}")
+    out = []
+    for ranking, text in zip(dense, texts):
+        sparse = [r for r, _ in store.text_search(text, depth)]
+        out.append([r for r, _ in rrf([ranking, sparse])][:depth])
+    return out
+
+
+def evaluate(index: MemoryIndex, store: Store, embedder: Embedder, queries: list[ResolvedQuery],
+             transform: Callable[[np.ndarray], np.ndarray] | None = None, *, mode: str = "vector",
+             query_vectors: np.ndarray | None = None) -> dict:
+    usable = [q for q in queries if q.targets]
+    if not usable:
+        return {"queries": 0}
+    vectors = query_vectors if query_vectors is not None else embedder.embed([q.text for q in usable])
+    if transform is not None:
+        vectors = transform(vectors)
+    rankings = rank_all(index, store, vectors, [q.text for q in usable], depth=max(KS), mode=mode)
+    result = metrics(rankings, [q.targets for q in usable])
+    result["per_query_first_rank"] = [per_query(r, q.targets)["first_rank"] for r, q in zip(rankings, usable)]
+    return result
+
+
+@dataclass
+class Comparison:
+    name: str
+    base: dict
+    deep: dict | None
+    champion_metrics: dict | None = None
+
+    def to_dict(self) -> dict:
+        strip = lambda d: {k: v for k, v in d.items() if k != "per_query_first_rank"} if d else d  # noqa: E731
+        out = {"name": self.name, "base": strip(self.base), "deep_memory": strip(self.deep)}
+        if self.champion_metrics:
+            out["active_adapter"] = strip(self.champion_metrics)
+        if self.deep:
+            out["gain"] = {k: self.deep[k] - self.base[k] for k in self.base
+                           if isinstance(self.base[k], float) and k in self.deep}
+        return out
+
+
+def compare(name: str, index, store, embedder, queries, transform=None, mode: str = "vector") -> Comparison:
+    vectors = embedder.embed([q.text for q in queries if q.targets]) if any(q.targets for q in queries) else None
+    base = evaluate(index, store, embedder, queries, None, mode=mode, query_vectors=vectors)
+    deep = evaluate(index, store, embedder, queries, transform, mode=mode, query_vectors=vectors) \
+        if transform is not None else None
+    return Comparison(name, base, deep)
+
+
+def format_table(comparisons: list[Comparison]) -> str:
+    """The reference's table: R@k in percent, hit_rate@10 and MRR@10, base vs deep memory, and the gain."""
+    cols = [f"R@{k}" for k in KS] + ["hit_rate@10", "MRR@10"]
+    keys = [f"recall@{k}" for k in KS] + ["hit_rate@10", "mrr@10"]
+    head = f"{'':<34}" + "".join(f"{c:>12}" for c in cols)
+    lines = []
+    for comp in comparisons:
+        n = comp.base.get("queries", 0)
+        lines.append(f"{comp.name} ({n} questions)")
+        lines.append(head)
+
+        def row(label, values, signed=False):
+            cells = []
+            for key in keys:
+                v = values.get(key)
+                if v is None:
+                    cells.append(f"{'-':>12}")
+                elif key.startswith("recall"):
+                    cells.append(f"{v * 100:>+12.1f}" if signed else f"{v * 100:>12.1f}")
+                else:
+                    cells.append(f"{v:>+12.3f}" if signed else f"{v:>12.3f}")
+            return f"{label:<34}" + "".join(cells)
+
+        lines.append(row("  without deep memory", comp.base))
+        if comp.deep:
+            lines.append(row("  with deep memory", comp.deep))
+            gain = {k: comp.deep[k] - comp.base[k] for k in keys if k in comp.base and k in comp.deep}
+            lines.append(row("  gain", gain, signed=True))
+        lines.append("")
+    return "\n".join(lines)

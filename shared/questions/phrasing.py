@@ -1,0 +1,269 @@
+"""Turning documentation text into questions people ask, with rules and no model.
+
+People ask about goals ("how do I make the file smaller?"), meanings ("what is X?"),
+behaviour ("what happens if ...?"), capabilities ("can I ...?", "does X support ...?") and
+names they saw ("what does sqlite3_busy_timeout do?"). Documentation states the same things
+as sentences ("Use VACUUM to make the file smaller", "If X, then Y", "X lets you Y"); the
+rules below recognise those shapes and ask the question the sentence answers, keeping the
+goal and leaving the answer out.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+__all__ = ["sentence_questions", "heading_questions", "name_questions", "is_identifier", "split_sentences",
+           "clean_question", "Lemmatizer"]
+
+FIGURE = re.compile(r"^(?:figure|fig\.|table|listing|example)\s*\d", re.I)
+DATED = re.compile(r"\b(?:19|20)\d\d-\d\d-\d\d\b|\b(?:release|version)\s+\d+\.\d+|\bv?\d+\.\d+\.\d+\b", re.I)
+REQUIREMENT_ID = re.compile(r"\bR-\d{5}")
+MODAL = {"can", "could", "may", "might", "must", "should", "will", "would", "does", "do", "did", "is", "are", "was",
+         "were", "has", "have", "had", "means", "mean", "not", "also", "only", "then", "that", "which", "this",
+         "these", "those", "it", "there", "if", "when", "where", "while", "whether", "each", "every", "and", "or"}
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
+PAREN = re.compile(r"\s*\([^()]{0,120}\)")
+IDENTIFIER = re.compile(r"^(?:[A-Za-z_][\w]*(?:(?:\.|::|->)[A-Za-z_]\w*)*(?:\(\))?|\.[a-z][\w-]*|--?[a-z][\w-]*|"
+                        r"PRAGMA \w+|[A-Z][A-Z0-9_]{2,})$")
+GENERIC_HEADINGS = {
+    "overview": "What is {t}?", "introduction": "What is {t}?", "summary": "What is {t} in short?",
+    "description": "What does {t} do?", "syntax": "What is the syntax of {t}?", "usage": "How do I use {t}?",
+    "examples": "Can you show an example of {t}?", "example": "Can you show an example of {t}?",
+    "limitations": "What are the limitations of {t}?", "details": "How does {t} work?",
+    "parameters": "What parameters does {t} take?", "arguments": "What arguments does {t} take?",
+    "return value": "What does {t} return?", "returns": "What does {t} return?",
+    "configuration": "How do I configure {t}?", "installation": "How do I install {t}?",
+    "requirements": "What does {t} require?", "notes": "What should I know about {t}?",
+    "see also": None, "references": None, "contents": None, "table of contents": None, "index": None,
+    "history": "What is the history of {t}?", "compatibility": "Is {t} compatible with older versions?",
+    "performance": "How fast is {t}?", "security": "Is {t} secure?", "errors": "What errors can {t} give?",
+    "faq": None, "license": "What is the license of {t}?", "background": "What is the background of {t}?",
+}
+HOWTO_VERBS = set("""
+add allow avoid build call change check choose compile configure connect convert copy create customize debug
+declare define delete deploy detect disable drop enable encrypt ensure export extend find fix get handle implement
+import improve increase insert install limit list load make manage measure migrate modify monitor move open
+optimize prevent read recover reduce register remove rename replace reset restore run save search select send
+set setup share sort specify speed split start stop store test track tune update upgrade use verify write
+""".split())
+QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", "is", "are", "does", "do",
+                  "should", "will", "could", "may")
+
+
+class Lemmatizer:
+    """Word forms as the corpus writes them: gerunds back to base verbs, Title Case back to the
+    case a word has in running text ("Size Of The SQLite Library" -> "size of the SQLite library")."""
+
+    def __init__(self, vocabulary: set[str] | None = None, case_forms: dict[str, str] | None = None):
+        self.vocabulary = vocabulary or set()
+        self.case_forms = case_forms or {}
+
+    def natural(self, phrase: str) -> str:
+        words = phrase.split(" ")
+        out = []
+        for w in words:
+            if w[:1].isupper() and w[1:].islower():
+                out.append(self.case_forms.get(w.lower(), w.lower()))
+            else:
+                out.append(w)
+        return " ".join(out)
+
+    def base(self, word: str) -> str:
+        w = word.lower()
+        candidates: list[str] = []
+        if w.endswith("ing") and len(w) > 5:
+            stem = w[:-3]
+            candidates = [stem + "e", stem, stem[:-1] if len(stem) > 2 and stem[-1] == stem[-2] else stem]
+        elif w.endswith("ies") and len(w) > 4:
+            candidates = [w[:-3] + "y"]
+        elif w.endswith("es") and len(w) > 4:
+            candidates = [w[:-2], w[:-1]]
+        elif w.endswith("s") and not w.endswith("ss") and len(w) > 3:
+            candidates = [w[:-1]]
+        for c in candidates:
+            if c in self.vocabulary or c in HOWTO_VERBS:
+                return c
+        return candidates[-1] if candidates else w
+
+
+def plural(phrase: str) -> bool:
+    last = phrase.split()[-1].lower() if phrase.split() else ""
+    return last.endswith("s") and not last.endswith(("ss", "us", "is", "'s")) and len(last) > 3 \
+        and not is_identifier(phrase.split()[-1])
+
+
+def split_sentences(text: str) -> list[str]:
+    flat = " ".join(text.split())
+    return [s.strip() for s in SENTENCE_SPLIT.split(flat) if s.strip()]
+
+
+def is_identifier(text: str) -> bool:
+    text = text.strip()
+    if not text or len(text) > 60 or " " in text.replace("PRAGMA ", ""):
+        return False
+    return bool(IDENTIFIER.match(text)) and (("_" in text) or text.endswith("()") or text.isupper()
+                                             or bool(re.search(r"[a-z][A-Z]", text)) or text.startswith(("PRAGMA", ".", "-")))
+
+
+def clean_question(text: str) -> str | None:
+    q = PAREN.sub("", text)
+    if "(" in q and ")" not in q[q.rfind("("):]:
+        q = q[:q.rfind("(")]  # a parenthesis cut off by truncation
+    q = " ".join(q.split()).strip(" ,;:-")
+    q = re.sub(r"\s+([?,])", r"\1", q)
+    q = re.sub(r"[.;:!]+\?$", "?", q)
+    if not q.endswith("?"):
+        q += "?"
+    words = q.split()
+    if len(words) < 3 or len(words) > 24:
+        return None
+    return q[0].upper() + q[1:]
+
+
+def _clause(text: str, max_words: int = 16) -> str | None:
+    """A goal clause: cut at the first clause boundary, drop trailing filler."""
+    text = PAREN.sub("", text)
+    text = re.split(r"(?:,|;| - | — |:| such as | e\.g\.| for example| because | since | which )", text)[0]
+    text = text.strip(" .,;:")
+    words = text.split()
+    if not (2 <= len(words) <= max_words):
+        return None
+    return text
+
+
+def _you(text: str) -> str:
+    """Documentation's third person to a user's first person."""
+    text = re.sub(r"(?<![\w-])(?:the |an )?(?:application|applications|programmers?|developers?|users?|callers?)"
+                  r"(?![\w-])", "I", text, flags=re.I)
+    text = re.sub(r"(?<![\w-])your(?![\w-])", "my", text, flags=re.I)
+    text = re.sub(r"(?<![\w-])you(?![\w-])", "I", text, flags=re.I)
+    return text
+
+
+SUBJECT = r"([A-Za-z_][\w.()\-]*(?: [\w.()\-]+){0,4}?)"
+RULES: list[tuple[re.Pattern, list[str]]] = [
+    (re.compile(r"^(?:To|In order to) ([^,]{8,120}), (.+)$", re.I), ["How do I {0}?", "How can I {0}?"]),
+    (re.compile(r"\b(?:use|call|run|invoke|set) (?:the )?[\w.()\- ]{1,60}? (?:to|in order to) ([^,]{8,120})", re.I),
+     ["How do I {0}?", "How can I {0}?"]),
+    (re.compile(r"\b(?:can|may) be used to ([^,]{8,120})", re.I), ["How do I {0}?", "What can I use to {0}?"]),
+    (re.compile(r"\b(?:is|are) used to ([^,]{8,120})", re.I), ["How do I {0}?", "What is used to {0}?"]),
+    (re.compile(r"\b(?:allows?|lets?|enables?|permits?) (?:you|the application|applications|programmers|users|"
+                r"the user|developers|one|callers?) to ([^,]{8,120})", re.I), ["How can I {0}?", "Is it possible to {0}?"]),
+    (re.compile(r"\bmakes? it possible to ([^,]{8,120})", re.I), ["Is it possible to {0}?", "How can I {0}?"]),
+    (re.compile(r"^If ([^,]{8,120}), (?:then )?(.+)$", re.I), ["What happens if {0}?", "What if {0}?"]),
+    (re.compile(r"^When ([^,]{8,120}), (.+)$", re.I), ["What happens when {0}?"]),
+    (re.compile(r"^(?:It is|It's) (not )?(possible|safe|recommended|necessary|legal|okay) to ([^,]{6,120})", re.I),
+     ["Is it {1} to {2}?", "Can I {2}?"]),
+    (re.compile(r"^" + SUBJECT + r" (?:does not|doesn't|do not|don't|cannot|can not|can't|will not|won't) "
+                r"(?:support|allow|work with|handle) ([^,]{3,80})", re.I), ["Does {0} support {1}?", "Can {0} handle {1}?"]),
+    (re.compile(r"^" + SUBJECT + r" (?:supports?|provides?|offers?) ([^,]{3,80})", re.I),
+     ["Does {0} support {1}?", "Does {0} have {1}?"]),
+    (re.compile(r"^" + SUBJECT + r" (?:returns?) ([^,]{3,80})", re.I), ["What does {0} return?"]),
+    (re.compile(r"^" + SUBJECT + r" (?:causes?|results? in|leads? to) ([^,]{6,80})", re.I), ["What causes {1}?"]),
+    (re.compile(r"^" + SUBJECT + r" (?:prevents?|avoids?) ([^,]{6,80})", re.I), ["How can I prevent {1}?",
+                                                                                   "How do I avoid {1}?"]),
+    (re.compile(r"^(?:The |An? )?" + SUBJECT + r" (?:is|are) (?:a|an|the) ([^,]{6,120})", re.I),
+     ["What is {0}?", "What does {0} mean?", "What are {0} used for?"]),
+    (re.compile(r"^By default, ([^,]{8,120})", re.I), ["What is the default behavior when {0}?"]),
+]
+
+
+def _subject_ok(subject: str) -> bool:
+    words = subject.lower().split()
+    return (bool(words) and not any(w in MODAL for w in words) and words[0] not in ("it", "this", "that", "they")
+            and not DATED.search(subject) and not re.search(r"\d", subject))
+
+
+def _fill(template: str, groups: tuple[str, ...], subject_groups: tuple[int, ...] = ()) -> str | None:
+    for i in subject_groups:
+        if i < len(groups) and groups[i] is not None and not _subject_ok(groups[i]):
+            return None
+    parts = []
+    for g in groups:
+        if g is None:
+            parts.append("")
+            continue
+        c = _clause(_you(g))
+        if c is None:
+            return None
+        parts.append(c[0].lower() + c[1:] if not c[:2].isupper() and not is_identifier(c.split()[0]) else c)
+    try:
+        return template.format(*parts)
+    except (IndexError, KeyError):
+        return None
+
+
+def sentence_questions(sentence: str, rng: random.Random) -> list[tuple[str, str]]:
+    """Questions a sentence answers: [(question, rule name)]."""
+    s = sentence.strip().lstrip("-*• ").strip()
+    if len(s.split()) < 5 or s.endswith("?") or "http" in s or s.count("|") > 1 or REQUIREMENT_ID.search(s):
+        return []
+    out = []
+    for i, (pattern, templates) in enumerate(RULES):
+        m = pattern.search(s)
+        if not m:
+            continue
+        groups = m.groups()
+        template = rng.choice(templates)
+        if "What are {0}" in template and not plural(groups[0] or ""):
+            template = template.replace("What are {0}", "What is {0}")
+        q = _fill(template, groups, subject_groups=(0,) if pattern.pattern.startswith(("^(", "^(?:The")) else ())
+        q = clean_question(q) if q else None
+        if q and q.lower() not in (x.lower() for x, _ in out):
+            out.append((q, f"rule{i}"))
+        if len(out) >= 2:
+            break
+    return out
+
+
+def heading_questions(heading: str, title: str, lemmatizer: Lemmatizer, rng: random.Random) -> list[str]:
+    """Questions a section with this heading answers."""
+    h = " ".join(PAREN.sub("", heading).split()).strip(" .:")
+    if not h or len(h) > 120 or re.fullmatch(r"[\d.\s()-]+", h):
+        return []
+    low = h.lower()
+    if low.endswith("?"):
+        return [clean_question(h)] if clean_question(h) else []
+    if low.split()[0] in QUESTION_WORDS and len(low.split()) > 3:
+        return [clean_question(h)] if clean_question(h) else []
+    subject = title if title and title.lower() != low else h
+    if low in GENERIC_HEADINGS:
+        template = GENERIC_HEADINGS[low]
+        return [template.format(t=subject)] if template and subject else []
+    first, _, rest = h.partition(" ")
+    if first.lower().endswith("ing") and rest:
+        verb = lemmatizer.base(first)
+        return [q for q in (clean_question(f"How do I {verb} {rest}?"), clean_question(f"How can I {verb} {rest}?"))
+                if q][:1 + (rng.random() < 0.3)]
+    if first.lower() in HOWTO_VERBS and rest:
+        return [clean_question(f"How do I {first.lower()} {rest}?")] if clean_question(f"How do I {first.lower()} {rest}?") else []
+    if is_identifier(h):
+        return name_questions(h, rng)
+    if FIGURE.match(h):
+        return []
+    np_ = lemmatizer.natural(h)
+    if DATED.search(h):
+        return [q for q in (clean_question(rng.choice(["What changed in {0}?", "What is new in {0}?"]).format(np_)),) if q]
+    if len(h.split()) <= 2 and title and low not in title.lower() and not is_identifier(h) and "-" not in h:
+        np_ = f"{np_} of {lemmatizer.natural(title)}" if not title.lower().startswith(("the ", "a ")) else \
+            f"{np_} of {lemmatizer.natural(title[0].lower() + title[1:])}"
+    be = "are" if plural(np_) else "is"
+    templates = [f"What {be} {{0}}?", "How does {0} work?" if be == "is" else "How do {0} work?",
+                 f"What {be} {{0}} for?", f"What {be} {{0}} used for?"]
+    picks = rng.sample(templates, 2)
+    out = []
+    for t in picks:
+        q = clean_question(t.format(np_))
+        if q:
+            out.append(q)
+    return out[:1 + (rng.random() < 0.3)]
+
+
+def name_questions(name: str, rng: random.Random) -> list[str]:
+    """Questions about an API name, option or setting someone saw somewhere."""
+    name = name.strip()
+    templates = ["What does {0} do?", "How do I use {0}?", "What is {0} for?", "When should I use {0}?",
+                 "What is {0}?"]
+    q = clean_question(rng.choice(templates).format(name))
+    return [q] if q else []
