@@ -1,16 +1,17 @@
-"""Training examples: questions paired with the chunks that answer them, split by section.
+"""Training examples: questions paired with the chunks that answer them, split by chunk.
 
-The split is by *section* (a chunk's URL, page#anchor), which is stricter than by chunk: no
-chunk of a test question's section is ever a training positive, so test questions are about
-text the adapter never trained on. Assignment is a salted hash of the section URL, so a
-section stays in the same split across runs and across adapter versions (comparisons between
-versions are fair), and new sections fall where the hash puts them. The salt is recorded.
+Every chunk falls in train, validation or test by a salted hash of its id (``by="chunk"``, the
+reference's protocol), or of its section URL (``by="section"``: stricter, whole sections are
+unseen). A question goes to the split of the chunk it was made from (its first positive) and
+keeps only the positives of that split: no test question is ever answered by a chunk that was
+trained on, and no training question points at a test chunk. The hash is stable, so a chunk
+stays in its split across runs and adapter versions (comparisons between versions are fair);
+the salt derives from the training seed and is recorded in every adapter's metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,20 +36,16 @@ class SplitSpec:
     salt: str
     val: float = 0.15
     test: float = 0.15
+    by: str = "chunk"  # chunk | section
 
 
-def split_salt(store: Store) -> str:
-    """The store's split salt, created once and kept in its meta table."""
-    salt = store.meta("split_salt")
-    if salt is None:
-        with store.transaction():
-            salt = store.meta("split_salt") or secrets.token_hex(8)
-            store.set_meta("split_salt", salt)
-    return salt
+def split_salt(seed: int) -> str:
+    """The split follows the seed: the same seed gives the same split on every run."""
+    return f"deepmem-split-{seed}"
 
 
-def split_of(section_url: str, spec: SplitSpec) -> str:
-    h = int.from_bytes(hashlib.sha256(f"{spec.salt}\x1f{section_url}".encode()).digest()[:8], "big") / 2 ** 64
+def split_of(unit: str, spec: SplitSpec) -> str:
+    h = int.from_bytes(hashlib.sha256(f"{spec.salt}\x1f{unit}".encode()).digest()[:8], "big") / 2 ** 64
     if h < spec.test:
         return "test"
     if h < spec.test + spec.val:
@@ -77,8 +74,9 @@ class Dataset:
     @classmethod
     def build(cls, store: Store, groups: list[tuple[str, list[tuple[str, tuple[int, ...]]]]], spec: SplitSpec) -> "Dataset":
         """``groups``: [(source, [(question, positive rowids)])]. Each question goes to the split of
-        its first positive's section; positives from other splits are dropped (never leak)."""
-        url_of = dict(store.conn.execute("SELECT rowid, url FROM chunks"))
+        its first positive; positives from other splits are dropped (never leak)."""
+        column = "url" if spec.by == "section" else "id"
+        url_of = dict(store.conn.execute(f"SELECT rowid, {column} FROM chunks"))
         data = cls()
         for source, items in groups:
             for text, positives in items:

@@ -65,14 +65,18 @@ def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: 
                         extra_files: list[Path] = (), hybrid: bool = False) -> tuple[list[Comparison], str | None]:
     """The held-out synthetic test split (from cached questions), then any extra question files."""
     name, adapter = _adapter(home, embedder, version)
-    generator = "offline"
+    generator, spec = "offline", SplitSpec(salt=split_salt(0))
     if name:
         meta = AdapterRegistry(home.adapters_dir).load(name)[1]
         generator = "llm" if str(meta.get("generator", "")).startswith("llm") else "offline"
+        recorded = meta.get("split") or {}
+        if recorded.get("salt"):  # the split this adapter was trained against
+            spec = SplitSpec(salt=recorded["salt"], val=recorded.get("val", 0.15), test=recorded.get("test", 0.15),
+                             by=recorded.get("by", "chunk"))
     questions, _ = synthetic_questions(store, settings, generator, progress=False)
     row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
     items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
-    data = Dataset.build(store, [("synthetic", items)], SplitSpec(salt=split_salt(store)))
+    data = Dataset.build(store, [("synthetic", items)], spec)
     from .job import _as_resolved
 
     index = MemoryIndex(store)

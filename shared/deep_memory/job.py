@@ -119,8 +119,8 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
     groups.extend(_resolve_query_files(store, options.queries))
     groups.extend(options.extra)
 
-    # 2. split by section, with the store's recorded salt
-    spec = SplitSpec(salt=split_salt(store))
+    # 2. split by chunk, seeded
+    spec = SplitSpec(salt=split_salt(options.config.seed))
     data = Dataset.build(store, groups, spec)
     counts = data.counts()
     log(f"questions: {counts['train']} train, {counts['val']} validation, {counts['test']} test "
@@ -143,9 +143,16 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
     registry = AdapterRegistry(home.adapters_dir)
     active = registry.load_active()
     champion = None
+    champion_note = ""
     if active is not None:
         name, adapter, meta = active
-        if meta.get("embedder") == embedder.name and adapter.dim == embedder.dim:
+        same_split = meta.get("split", {}) == {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": spec.by}
+        if meta.get("embedder") != embedder.name or adapter.dim != embedder.dim:
+            champion_note = f" ({name} was trained for another embedder)"
+        elif not same_split:
+            # it may have trained on chunks of this test split: its numbers there would be inflated
+            champion_note = f" ({name} was trained on another split and cannot be compared fairly)"
+        else:
             champion = (name, adapter)
     comparisons = []
     resolver = Resolver(store)
@@ -163,7 +170,7 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
 
     # 6. decide and record
     test = comparisons[0]
-    champion_name = champion[0] if champion else "plain search (no adapter)"
+    champion_name = champion[0] if champion else f"plain search (no adapter){champion_note}"
     champion_metrics = test.champion_metrics if champion else test.base
     better, reason = decide(test.deep, champion_metrics, champion_name)
     if result.best_epoch < 0:
@@ -172,7 +179,7 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
         "embedder": embedder.name, "dim": embedder.dim,
         "config": {"dim": embedder.dim, "kind": "linear"},
         "train_config": options.config.to_dict(),
-        "split": {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": "section"},
+        "split": {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": spec.by},
         "generator": qinfo.get("generator"), "counts": counts,
         "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "stopped_by": result.stopped_by, "seconds": round(result.seconds, 2),

@@ -40,7 +40,8 @@ class QuestionCache:
     def replace(self, generator: str, key: str, payload: object) -> None:
         """Keep one entry for ``generator`` (the offline generator's questions for the whole store)."""
         with self.store.transaction():
-            self.store.conn.execute("DELETE FROM questions WHERE generator=? AND key<>?", (generator, key))
+            family = generator.rsplit("-", 1)[0] + "-%"  # older versions of the same generator too
+            self.store.conn.execute("DELETE FROM questions WHERE generator LIKE ? AND key<>?", (family, key))
             self.store.conn.execute("INSERT INTO questions(key, generator, payload) VALUES (?, ?, ?) "
                                     "ON CONFLICT(key) DO UPDATE SET payload=excluded.payload",
                                     (key, generator, json.dumps(payload)))

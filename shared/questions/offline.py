@@ -24,15 +24,21 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ..search_text import STOPWORDS
 from ..store import Store
 from .phrasing import (Lemmatizer, clean_question, heading_questions, is_identifier, name_questions, plural,
                        sentence_questions, split_sentences)
 
 __all__ = ["GeneratedQuestion", "generate_offline", "OFFLINE_VERSION", "STYLE_PRIORITY"]
 
-OFFLINE_VERSION = "offline-1"
+OFFLINE_VERSION = "offline-3"
 STYLE_PRIORITY = {"link": 0, "doc_question": 1, "sentence": 2, "name": 3, "link_name": 4, "heading": 5}
 MAX_COPIED_WORDS = 7
+SPECIFIC_DF = 0.02  # a term in fewer than 2% of chunks says what the question is about
+DEICTIC = {"it", "its", "this", "that", "these", "those", "they", "them", "their", "such", "here", "there", "above",
+           "below", "following", "former", "latter", "one", "ones", "he", "she", "we", "us", "our"}
+GENERIC_LABELS = {"here", "this", "this page", "above", "below", "link", "more", "details", "documentation",
+                  "available here", "see", "see also", "next", "previous", "home", "index", "source", "download"}
 DECLARATION = re.compile(r"^[\w\s\*]*?\b([A-Za-z_]\w{3,})\s*\(")
 WORD = re.compile(r"[a-z][a-z0-9_']+")
 
@@ -83,7 +89,10 @@ def _prose_sentences(text: str) -> list[str]:
     return split_sentences(" ".join(l.lstrip("- ") for l in lines))
 
 
-def generate_offline(store: Store, seed: int = 0, per_target: int = 3) -> list[GeneratedQuestion]:
+PER_TARGET = 5  # questions kept per target (section or chunk)
+
+
+def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) -> list[GeneratedQuestion]:
     """Questions for every section of the store, deterministic for a given seed and store."""
     chunks = _load(store)
     by_id = {c.id: c for c in chunks}
@@ -152,7 +161,8 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = 3) -> list[G
             continue
         rng = random.Random(f"{seed}:{page_url}:{target}:{context}")
         context = context.lstrip("-*• ").strip()
-        if context and len(context.split()) >= 6 and "→" not in context:
+        truncated = len(context) >= 300 and not context.endswith((".", "?", "!"))
+        if context and len(context.split()) >= 6 and "→" not in context and not truncated:
             for q, _rule in sentence_questions(context, rng):
                 add(q, members, "link", page_url)
         label = text.strip().rstrip(".")
@@ -160,13 +170,31 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = 3) -> list[G
             if is_identifier(label):
                 for q in name_questions(label, rng):
                     add(q, members, "link_name", page_url)
-            elif 1 <= len(label.split()) <= 6 and label.lower() not in ("here", "this", "this page", "above",
-                                                                          "below", "link", "more", "details"):
+            elif 1 <= len(label.split()) <= 6 and label.lower() not in GENERIC_LABELS:
                 phrase = lemmatizer.natural(label)
                 be = "are" if plural(phrase) else "is"
                 add(clean_question(rng.choice([f"What {be} {{0}}?", f"How do {{0}} work?" if be == "are"
                                                else "How does {0} work?"]).format(phrase)),
                     members, "link_name", page_url)
+
+    # drop questions that name nothing specific ("What happens if it returns zero?"): a real
+    # question carries at least one term that few chunks use
+    df: dict[str, int] = defaultdict(int)
+    for c in chunks:
+        for w in set(WORD.findall(c.text.lower())):
+            df[w] += 1
+    rare = max(2, int(SPECIFIC_DF * len(chunks)))
+
+    def specific(question: str) -> bool:
+        words = [w.strip("'") for w in WORD.findall(question.lower())]
+        content = [w for w in words if w not in STOPWORDS and w not in DEICTIC]
+        informative = [w for w in content if df.get(w, 0) <= rare]
+        if not informative:
+            return False
+        deictic = sum(1 for w in words if w in DEICTIC)
+        return not (deictic and len(informative) < 2)
+
+    candidates = [q for q in candidates if specific(q.text)]
 
     # drop quotes of the answer, then ambiguous duplicates; keep a few per target, best styles first
     ngram_cache: dict[str, set] = {}
@@ -208,7 +236,7 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = 3) -> list[G
 
 def offline_cache_key(store: Store) -> str:
     """Changes when anything the offline generator reads changes (chunks or links)."""
-    digest = hashlib.sha256(OFFLINE_VERSION.encode())
+    digest = hashlib.sha256(f"{OFFLINE_VERSION}\x1f{PER_TARGET}".encode())
     for (h,) in store.conn.execute("SELECT embed_hash FROM chunks ORDER BY id"):
         digest.update(h.encode())
     for row in store.conn.execute("SELECT target, text, context FROM links ORDER BY rowid"):

@@ -127,7 +127,7 @@ def _clause(text: str, max_words: int = 16) -> str | None:
     text = re.split(r"(?:,|;| - | — |:| such as | e\.g\.| for example| because | since | which )", text)[0]
     text = text.strip(" .,;:")
     words = text.split()
-    if not (2 <= len(words) <= max_words):
+    if not (2 <= len(words) <= max_words) or sum(1 for w in words if re.search(r"\d", w)) > 1:
         return None
     return text
 
@@ -163,16 +163,20 @@ RULES: list[tuple[re.Pattern, list[str]]] = [
     (re.compile(r"^" + SUBJECT + r" (?:causes?|results? in|leads? to) ([^,]{6,80})", re.I), ["What causes {1}?"]),
     (re.compile(r"^" + SUBJECT + r" (?:prevents?|avoids?) ([^,]{6,80})", re.I), ["How can I prevent {1}?",
                                                                                    "How do I avoid {1}?"]),
-    (re.compile(r"^(?:The |An? )?" + SUBJECT + r" (?:is|are) (?:a|an|the) ([^,]{6,120})", re.I),
-     ["What is {0}?", "What does {0} mean?", "What are {0} used for?"]),
+    (re.compile(r"^((?:The |An? )?" + SUBJECT[1:-1] + r") (?:is|are) (?:a|an|the) ([^,]{6,120})", re.I),
+     ["What is {0}?", "What are {0} used for?"]),
     (re.compile(r"^By default, ([^,]{8,120})", re.I), ["What is the default behavior when {0}?"]),
 ]
 
 
+VAGUE = {"rest", "remainder", "next", "previous", "following", "first", "last", "same", "other", "former", "latter",
+         "result", "value", "number", "way", "case", "part", "thing", "one", "second", "third"}
+
+
 def _subject_ok(subject: str) -> bool:
-    words = subject.lower().split()
+    words = [w for w in subject.lower().split() if w not in ("the", "a", "an")]
     return (bool(words) and not any(w in MODAL for w in words) and words[0] not in ("it", "this", "that", "they")
-            and not DATED.search(subject) and not re.search(r"\d", subject))
+            and words[0] not in VAGUE and not DATED.search(subject) and not re.search(r"\d", subject))
 
 
 def _fill(template: str, groups: tuple[str, ...], subject_groups: tuple[int, ...] = ()) -> str | None:

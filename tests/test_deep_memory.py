@@ -1,0 +1,286 @@
+"""Deep memory: the adapter, its loss, versions, question files, training, gating and search."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from shared.cli import cli
+from shared.deep_memory import AdapterRegistry, LinearAdapter
+from shared.deep_memory.adapter import AdapterConfig, QueryAdapter
+from shared.deep_memory.job import TrainOptions, run_training
+from shared.deep_memory.trainer import NotEnoughData, TrainConfig
+from shared.deep_memory.versions import AdapterError
+from shared.errors import EmptyStore
+from shared.home import Home
+from shared.queries import QueryFileError, Resolver, load_queries
+from shared.settings import load_settings
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+# -- the adapter and its loss ---------------------------------------------------------------
+
+def test_untrained_adapter_is_the_exact_identity_and_round_trips(tmp_path):
+    import torch
+
+    model = QueryAdapter(AdapterConfig(dim=8))
+    q = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    assert torch.equal(model.weight, torch.eye(8)) and torch.equal(model.bias, torch.zeros(8))
+    assert torch.allclose(model(q), q, atol=1e-6)
+    assert float(model.drift().detach()) == 0.0
+    with torch.no_grad():
+        model.weight.add_(0.1 * torch.randn(8, 8))
+        model.bias.add_(0.05)
+    adapter = model.to_numpy()
+    adapter.save(tmp_path / "v", {"config": {"dim": 8}})
+    loaded, meta = LinearAdapter.load(tmp_path / "v")
+    assert np.allclose(loaded.weight, model.weight.detach().numpy()) and np.allclose(loaded.bias, 0.05 + 0 * loaded.bias)
+    assert np.allclose(loaded(q.numpy()), model(q).detach().numpy(), atol=1e-6)
+    assert np.allclose(np.linalg.norm(loaded(q.numpy()), axis=1), 1.0, atol=1e-6)
+
+
+def test_adapter_refuses_corrupt_weights(tmp_path):
+    with pytest.raises(ValueError, match="not finite"):
+        LinearAdapter(np.full((4, 4), np.nan), np.zeros(4))
+    with pytest.raises(ValueError, match="shapes"):
+        LinearAdapter(np.eye(4), np.zeros(3))
+
+
+def test_loss_matches_a_hand_computation():
+    import torch
+
+    from shared.deep_memory.losses import multi_positive_contrastive_loss
+
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    positive = torch.tensor([[True, False, True], [False, True, False]])
+    t = 0.5
+    # question 0: positives 0 and 2 -> -log((e^2 + e^1.2) / (e^2 + e^0 + e^1.2))
+    l0 = -math.log((math.exp(2) + math.exp(1.2)) / (math.exp(2) + 1 + math.exp(1.2)))
+    # question 1: positive 1 -> -log(e^2 / (1 + e^2 + e^1.6))
+    l1 = -math.log(math.exp(2) / (1 + math.exp(2) + math.exp(1.6)))
+    loss = multi_positive_contrastive_loss(q, c, positive, temperature=t)
+    assert abs(float(loss) - (l0 + l1) / 2) < 1e-5
+
+
+# -- versions --------------------------------------------------------------------------------
+
+def test_registry_saves_activates_rolls_back_atomically(tmp_path):
+    reg = AdapterRegistry(tmp_path / "adapters")
+    assert reg.active_name() is None
+    with pytest.raises(AdapterError, match="nothing to roll back"):
+        reg.rollback()
+    a = reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}})
+    b = reg.save(LinearAdapter(np.eye(4) * 2, np.zeros(4)), {"embedder": "e", "config": {"dim": 4}})
+    assert (a.name, b.name) == ("v0001", "v0002")
+    reg.activate("v0001")
+    reg.activate("v0002")
+    assert reg.active_name() == "v0002"
+    assert reg.rollback() == "v0001" and reg.active_name() == "v0001"
+    with pytest.raises(AdapterError, match="known: v0001, v0002"):
+        reg.activate("v0009")
+    # a writer killed mid-save leaves a partial directory: never listed, cleaned at the next save
+    (tmp_path / "adapters" / "v0003.partial-999").mkdir()
+    assert [v.name for v in reg.versions()] == ["v0001", "v0002"]
+    c = reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}})
+    assert c.name == "v0003" and not (tmp_path / "adapters" / "v0003.partial-999").exists()
+    # a garbled pointer reads as "no adapter", not as a crash
+    reg.pointer.write_text("{not json")
+    assert reg.active_name() is None
+    reg.deactivate()
+    assert reg.active_name() is None
+
+
+# -- question files ----------------------------------------------------------------------------
+
+def test_query_file_errors_name_the_line(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"query": "ok", "relevant": ["a.html"]}\n\n{"query": "", "relevant": ["x"]}\n')
+    with pytest.raises(QueryFileError, match=r"q.jsonl:3: \"query\" must be a non-empty string"):
+        load_queries(f)
+    f.write_text('{"query": "ok", "relevant": ["a.html"]}\n{"query": "broken", \n')
+    with pytest.raises(QueryFileError, match=r"q.jsonl:2: not valid JSON"):
+        load_queries(f)
+    f.write_text('{"query": "q", "relevant": [42]}\n')
+    with pytest.raises(QueryFileError, match=r"q.jsonl:1: a relevant entry must be"):
+        load_queries(f)
+    f.write_text("")
+    with pytest.raises(QueryFileError, match="empty"):
+        load_queries(f)
+    with pytest.raises(QueryFileError, match="no such file"):
+        load_queries(tmp_path / "missing.jsonl")
+
+
+def test_relevance_entries_resolve_to_chunks(store_copy, tmp_path):
+    rowid, cid = store_copy.conn.execute(
+        "SELECT rowid, id FROM chunks WHERE text LIKE 'Except for WITHOUT ROWID tables%'").fetchone()
+    page_chunks = store_copy.conn.execute(
+        "SELECT count(*) FROM chunks WHERE url LIKE 'https://sqlite.org/lang_createtable.html%'").fetchone()[0]
+    f = tmp_path / "q.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in [
+        {"query": "by id", "relevant": [cid]},
+        {"query": "by page", "relevant": ["https://sqlite.org/lang_createtable.html"]},
+        {"query": "by relative page", "relevant": ["lang_createtable.html"]},
+        {"query": "by section", "relevant": ["lang_createtable.html#rowid"]},
+        {"query": "graded", "relevant": [[cid, 1.0], ["nowhere.html", 1.0], ["autoinc.html", 0]]},
+    ]))
+    resolved = Resolver(store_copy).resolve(load_queries(f))
+    assert resolved[0].targets == [frozenset([rowid])]
+    assert len(resolved[1].targets[0]) == page_chunks == len(resolved[2].targets[0])
+    assert rowid in resolved[3].targets[0] and len(resolved[3].targets[0]) < page_chunks
+    assert resolved[4].targets == [frozenset([rowid])] and resolved[4].unresolved == ["nowhere.html"]
+
+
+def test_reference_and_llamaindex_formats(store_copy, tmp_path):
+    rowid, cid, text = store_copy.conn.execute(
+        "SELECT rowid, id, text FROM chunks WHERE text LIKE 'Except for WITHOUT ROWID tables%'").fetchone()
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"questions": ["what is a rowid?"], "relevance": [[[cid, 1.0]]]}))
+    assert Resolver(store_copy).resolve(load_queries(ref))[0].targets == [frozenset([rowid])]
+    llama = tmp_path / "llama.json"
+    llama.write_text(json.dumps({"queries": {"q1": "what is a rowid?"},
+                                 "corpus": {"node-1": "Preamble text. " + text + " Trailing text."},
+                                 "relevant_docs": {"q1": ["node-1"]}, "mode": "text"}))
+    resolved = Resolver(store_copy).resolve(load_queries(llama))
+    assert rowid in resolved[0].targets[0]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"queries": {"q1": "x"}, "corpus": {}, "relevant_docs": {"q1": ["nope"]}}))
+    with pytest.raises(QueryFileError, match="not in the corpus"):
+        load_queries(bad)
+
+
+# -- training ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def home(store_copy):
+    return Home.open(store_copy.path.parent)
+
+
+def _options(**kw):
+    return TrainOptions(generator="offline", progress=False, **kw)
+
+
+def test_training_improves_held_out_questions_and_activates(store_copy, embedder, home):
+    settings = load_settings()
+    report = run_training(store_copy, embedder, home, settings, _options(), log=lambda *a: None)
+    test = report.comparisons[0]
+    assert report.counts["train"] >= 100 and report.counts["test"] >= 20
+    # a version is kept only when an epoch beat the identity on validation
+    assert report.version == "v0001" and report.train["best_epoch"] >= 0
+    assert max(report.train["val_mrr_history"]) > report.train["base_val_mrr"]
+    # activation follows the test split, whichever way it went on this small corpus
+    better = test.deep["mrr@10"] + test.deep["hit_rate@10"] + test.deep["recall@10"] > \
+        test.base["mrr@10"] + test.base["hit_rate@10"] + test.base["recall@10"]
+    assert report.activated == (better and test.deep["hit_rate@10"] >= test.base["hit_rate@10"])
+    AdapterRegistry(home.adapters_dir).activate("v0001")
+    meta = json.loads((home.adapters_dir / "v0001" / "meta.json").read_text())
+    assert meta["embedder"] == embedder.name and meta["split"]["by"] == "chunk" and meta["split"]["salt"]
+    assert meta["counts"]["train"] == report.counts["train"] and meta["train_config"]["seed"] == 0
+
+    # the test split holds no chunk that was trained on
+    from shared.deep_memory.dataset import Dataset, SplitSpec, split_salt
+    from shared.questions import synthetic_questions
+
+    qs, _ = synthetic_questions(store_copy, settings, "offline", progress=False)
+    row_of = dict(store_copy.conn.execute("SELECT id, rowid FROM chunks"))
+    data = Dataset.build(store_copy, [("s", [(q.text, tuple(row_of[c] for c in q.positives)) for q in qs])],
+                         SplitSpec(salt=split_salt(0)))
+    trained = {p for e in data.train for p in e.positives}
+    assert trained and not trained & {p for e in data.test + data.val for p in e.positives}
+
+    # search now uses it; --no-deep-memory does not
+    with_dm = json.loads(run("search", "how do I make an id column that counts up", "--json").output)
+    without = json.loads(run("search", "how do I make an id column that counts up", "--json",
+                             "--no-deep-memory").output)
+    assert with_dm["adapter"] == "v0001" and without["adapter"] is None
+    assert [r["score"] for r in with_dm["results"]] != [r["score"] for r in without["results"]]
+
+    # same data, same seed: the same adapter, bit for bit
+    again = run_training(store_copy, embedder, home, settings, _options(activate="never"), log=lambda *a: None)
+    w1 = np.load(home.adapters_dir / "v0001" / "weights.npz")["weight"]
+    w2 = np.load(home.adapters_dir / again.version / "weights.npz")["weight"]
+    assert np.array_equal(w1, w2)
+    assert not again.activated and AdapterRegistry(home.adapters_dir).active_name() == "v0001"
+
+
+def test_a_worse_challenger_keeps_the_champion(store_copy, embedder, home):
+    settings = load_settings()
+    first = run_training(store_copy, embedder, home, settings, _options(activate="always"), log=lambda *a: None)
+    assert first.activated
+    # a challenger that barely moves from the identity cannot beat the trained champion
+    weak = TrainConfig(lr=1e-6, max_epochs=1, patience=1)
+    second = run_training(store_copy, embedder, home, settings, _options(config=weak), log=lambda *a: None)
+    assert not second.activated
+    assert second.decision.startswith(f"kept {first.version}") or "nothing to save" in second.decision
+    assert AdapterRegistry(home.adapters_dir).active_name() == first.version
+
+
+def test_ctrl_c_during_training_leaves_the_active_adapter(store_copy, embedder, home):
+    settings = load_settings()
+    run_training(store_copy, embedder, home, settings, _options(activate="always"), log=lambda *a: None)
+    before = sorted(p.name for p in home.adapters_dir.iterdir())
+
+    def interrupt(message):
+        if "epoch 2" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(store_copy, embedder, home, settings, TrainOptions(generator="offline", progress=True),
+                     log=interrupt)
+    assert sorted(p.name for p in home.adapters_dir.iterdir()) == before
+    assert AdapterRegistry(home.adapters_dir).active_name() == "v0001"
+
+
+def test_too_little_data_is_a_clear_error(tmp_path, small_docs, embedder):
+    import shutil
+
+    from shared.ingest import ingest
+    from shared.store import Store
+
+    settings = load_settings()
+    home = Home.open(tmp_path / "h")
+    with Store.open(home.store_path) as empty:
+        with pytest.raises(EmptyStore, match="run `deepmem ingest` first"):
+            run_training(empty, embedder, home, settings, _options(), log=lambda *a: None)
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        shutil.copy(small_docs / "c3ref/busy_timeout.html", docs / "busy_timeout.html")
+        ingest(empty, embedder, settings, str(docs), progress=False)
+        with pytest.raises(EmptyStore, match="at least 50"):
+            run_training(empty, embedder, home, settings, _options(), log=lambda *a: None)
+    with Store.open(tmp_path / "mid.db") as mid:
+        for name in ("lang_createtable.html", "lang_altertable.html"):
+            shutil.copy(small_docs / name, docs / name)
+        ingest(mid, embedder, settings, str(docs), progress=False)
+        with pytest.raises(NotEnoughData, match=r"at least 100 are needed"):
+            run_training(mid, embedder, home, settings, _options(), log=lambda *a: None)
+
+
+def test_train_and_evaluate_commands(store_copy, tmp_path):
+    result = run("train", "--generator", "offline", "-q")
+    assert result.exit_code == 0, result.output
+    assert "held-out synthetic test split" in result.output and "with deep memory" in result.output
+    assert "adapter v0001" in result.output
+    assert run("adapters", "activate", "v0001").output.strip() == "active: v0001"
+    listing = json.loads(run("adapters", "list", "--json").output)
+    assert listing["active"] == "v0001" and listing["versions"][0]["test_hit@10"] is not None
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"query": "How do I make a column that counts up by itself?", "relevant": ["autoinc.html"]}\n'
+                 '{"query": "Is the database safe to use from many threads?", "relevant": ["threadsafe.html"]}\n')
+    out = run("evaluate", "--queries", str(q), "--json", "--hybrid")
+    data = json.loads(out.output)
+    assert data["adapter"] == "v0001" and len(data["evaluations"]) == 2
+    assert set(data["evaluations"][0]["base"]) >= {"recall@10", "hit_rate@10", "mrr@10"}
+    assert run("adapters", "rollback").output.strip() == "active: none (plain search)"
+    assert json.loads(run("search", "rowid", "--json").output)["adapter"] is None
+    assert run("adapters", "activate", "v0001").exit_code == 0
+    bad = CliRunner().invoke(cli, ["adapters", "activate", "v0042"])
+    assert bad.exit_code == 1 and "no adapter version 'v0042'" in bad.output
