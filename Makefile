@@ -17,7 +17,7 @@ install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/deepmem ingest --demo
-	$(BIN)/deepmem status
+	$(BIN)/deepmem train
 	$(BIN)/deepmem search "How do I create an AUTOINCREMENT field?" -k 5
 
 test: $(BIN)/.installed
@@ -30,3 +30,4 @@ serve: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest_throughput.py
 	$(BIN)/python bench/search_latency.py
+	$(BIN)/python bench/deep_memory.py

@@ -43,6 +43,8 @@ class TrainOptions:
     config: TrainConfig = field(default_factory=TrainConfig)
     extra: list[tuple[str, list[tuple[str, tuple[int, ...]]]]] = field(default_factory=list)  # e.g. feedback
     progress: bool = True
+    max_train: int | None = None  # train on a random subset of this many questions (learning curves)
+    split_by: str = "chunk"  # chunk (the reference's protocol) | section (stricter)
 
 
 @dataclass
@@ -120,8 +122,11 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
     groups.extend(options.extra)
 
     # 2. split by chunk, seeded
-    spec = SplitSpec(salt=split_salt(options.config.seed))
+    spec = SplitSpec(salt=split_salt(options.config.seed), by=options.split_by)
     data = Dataset.build(store, groups, spec)
+    if options.max_train is not None and len(data.train) > options.max_train:
+        rng = np.random.default_rng(options.config.seed)
+        data.train = [data.train[i] for i in sorted(rng.choice(len(data.train), options.max_train, replace=False))]
     counts = data.counts()
     log(f"questions: {counts['train']} train, {counts['val']} validation, {counts['test']} test "
         f"({qinfo.get('generator')})")

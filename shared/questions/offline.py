@@ -31,7 +31,7 @@ from .phrasing import (Lemmatizer, clean_question, heading_questions, is_identif
 
 __all__ = ["GeneratedQuestion", "generate_offline", "OFFLINE_VERSION", "STYLE_PRIORITY"]
 
-OFFLINE_VERSION = "offline-3"
+OFFLINE_VERSION = "offline-4"
 STYLE_PRIORITY = {"link": 0, "doc_question": 1, "sentence": 2, "name": 3, "link_name": 4, "heading": 5}
 MAX_COPIED_WORDS = 7
 SPECIFIC_DF = 0.02  # a term in fewer than 2% of chunks says what the question is about

@@ -134,10 +134,13 @@ def _clause(text: str, max_words: int = 16) -> str | None:
 
 def _you(text: str) -> str:
     """Documentation's third person to a user's first person."""
-    text = re.sub(r"(?<![\w-])(?:the |an )?(?:application|applications|programmers?|developers?|users?|callers?)"
-                  r"(?![\w-])", "I", text, flags=re.I)
+    text = re.sub(r"(?<![\w-])(?:the |an |your )?applications?(?![\w-])", "my application", text, flags=re.I)
+    text = re.sub(r"(?<![\w-])(?:the )?(?:programmers?|developers?|users?|callers?)(?![\w-])", "I", text, flags=re.I)
     text = re.sub(r"(?<![\w-])your(?![\w-])", "my", text, flags=re.I)
     text = re.sub(r"(?<![\w-])you(?![\w-])", "I", text, flags=re.I)
+    for wrong, right in (("I are", "I am"), ("I is", "I am"), ("I has", "I have"), ("I does", "I do"),
+                         ("I was", "I was"), ("I were", "I was")):
+        text = re.sub(rf"\b{wrong}\b", right, text)
     return text
 
 
