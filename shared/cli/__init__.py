@@ -254,3 +254,4 @@ def main() -> None:
 
 
 from . import deep_memory as _deep_memory  # noqa: E402,F401  (registers train, evaluate, adapters)
+from . import feedback as _feedback  # noqa: E402,F401  (registers feedback export, import, forget)

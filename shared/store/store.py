@@ -7,7 +7,9 @@ killed ingest leaves each page either wholly old or wholly new.
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,6 +57,15 @@ class PageState:
     content_hash: str
 
 
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text"
 
 
@@ -64,9 +75,13 @@ def _chunk(row) -> StoredChunk:
 
 
 class Store:
+    """One connection to the store file. Reads used by concurrent requests (search, fetch) take a
+    lock, so a server may share one Store between its worker threads."""
+
     def __init__(self, conn, path: Path):
         self.conn = conn
         self.path = path
+        self.lock = threading.RLock()
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
@@ -255,11 +270,13 @@ class Store:
         self.conn.execute("INSERT INTO meta(key, value) VALUES ('vectors_version', '1') ON CONFLICT(key) "
                           "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
+    @_locked
     def vectors_version(self) -> int:
         """Changes whenever a chunk is added or removed: in-memory copies reload when it moves."""
         return int(self.meta("vectors_version") or 0)
 
     # -- reading -------------------------------------------------------------------------
+    @_locked
     def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, StoredChunk]:
         out: dict[int, StoredChunk] = {}
         rowids = list(rowids)
@@ -288,6 +305,7 @@ class Store:
         for row in rows:
             yield _chunk(row)
 
+    @_locked
     def vector_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Exact k nearest chunks by cosine similarity: [(rowid, similarity)], best first."""
         if self.embedder_name is None:
@@ -297,6 +315,7 @@ class Store:
                                  "ORDER BY distance", (np.asarray(query, dtype=np.float32).tobytes(), k))
         return [(rowid, 1.0 - distance) for rowid, distance in rows]
 
+    @_locked
     def text_search(self, query: str, k: int) -> list[tuple[int, float]]:
         """BM25 over title, headings and text: [(rowid, score)], best first (higher is better)."""
         from ..search_text import fts_query
@@ -308,6 +327,7 @@ class Store:
                                  "ORDER BY bm25(chunk_fts, 2.0, 2.0, 1.0) LIMIT ?", (match, int(k)))
         return [(rowid, -score) for rowid, score in rows]
 
+    @_locked
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, matrix) of every stored vector, for in-memory search and training.
 

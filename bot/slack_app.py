@@ -1,0 +1,242 @@
+"""The Slack app: slack-bolt's AsyncApp with deepmem's listeners.
+
+- A mention, a DM, a follow-up in a thread the bot answered, or `/ask` gets an answer in the
+  thread: the text, the sources as link buttons, 👍 / 👎 buttons.
+- Buttons, source clicks and reactions on an answer become feedback events.
+- Slack is acknowledged at once; retrieval and generation run afterwards, off the event loop.
+- A retried or duplicated delivery is answered once: events are remembered by their id.
+- The bot ignores itself (Bolt) and every other bot (a middleware here).
+- Requests are verified by signature (Bolt: HMAC-SHA256, constant-time compare, 5-minute
+  window); a replayed request, same signature twice, is refused here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from shared.qa import QAService, reaction_value
+from shared.settings import Settings
+
+from .blocks import answer_blocks, parse_value
+
+__all__ = ["build_slack_app", "SeenKeys"]
+
+log = logging.getLogger("deepmem.bot")
+MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+for noisy in ("slack_sdk", "slack_bolt", "sentence_transformers"):  # DEBUG logs with request bodies, model chatter
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class SeenKeys:
+    """Keys seen within ``ttl`` seconds (delivery ids, signatures), thread-safe."""
+
+    def __init__(self, ttl: float = 3 * 3600, limit: int = 100_000):
+        self.ttl, self.limit = ttl, limit
+        self._keys: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            while self._keys and (len(self._keys) > self.limit or next(iter(self._keys.values())) < now - self.ttl):
+                self._keys.popitem(last=False)
+            if key in self._keys:
+                return False
+            self._keys[key] = now
+            return True
+
+
+def _question_text(text: str) -> str:
+    return " ".join(MENTION.sub(" ", text or "").split())
+
+
+def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict | None = None) -> AsyncApp:
+    token = settings.slack_bot_token.get_secret_value()
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
+    app = AsyncApp(signing_secret=secret, client=client,
+                   request_verification_enabled=secret is not None, logger=log)
+    deliveries = SeenKeys()
+    signatures = SeenKeys(ttl=10 * 60)
+    messages: dict[str, str] = {}  # answer message ts -> question id (recent answers)
+    threads = answered_threads if answered_threads is not None else {}  # thread ts -> True
+
+    # -- middleware ----------------------------------------------------------------------
+    @app.middleware
+    async def refuse_replays(req, resp, next):
+        signature = req.headers.get("x-slack-signature", [None])[0]
+        if signature and not signatures.first_time(signature):
+            return BoltResponse(status=401, body="replayed request")
+        return await next()
+
+    @app.middleware
+    async def ignore_bots(body, next):
+        event = body.get("event") or {}
+        if event.get("bot_id") or event.get("subtype") == "bot_message":
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    # -- answering -----------------------------------------------------------------------
+    async def history_of(client, channel: str, thread_ts: str, before_ts: str, bot_user: str | None):
+        try:
+            replies = await client.conversations_replies(channel=channel, ts=thread_ts, limit=30)
+        except Exception as exc:  # missing scope or history: answer without it
+            log.info("no thread history for %s: %s", channel, exc.__class__.__name__)
+            return []
+        turns = []
+        for m in replies.get("messages", []):
+            if m.get("ts") == before_ts:
+                break
+            role = "assistant" if (m.get("bot_id") or m.get("user") == bot_user) else "user"
+            text = _question_text(m.get("text", ""))
+            if text:
+                turns.append((role, text))
+        return turns
+
+    async def answer(client, *, channel: str, thread_ts: str, text: str, user: str, team: str | None,
+                     key: str, history=()):
+        if not text:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                          text="Ask me a question about the documentation.")
+            return
+        try:
+            asked = await asyncio.to_thread(qa.ask, text, source="slack", user_id=user, team_id=team,
+                                            channel_id=channel, thread_ts=thread_ts, dedupe_key=key,
+                                            history=list(history))
+        except Exception:
+            log.exception("answering failed")
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                          text="Sorry, something went wrong while answering. Please try again.")
+            return
+        response = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=asked.answer.text[:3000],
+                                                  blocks=answer_blocks(asked.question_id, asked.answer),
+                                                  unfurl_links=False, unfurl_media=False)
+        ts = response.get("ts")
+        if ts:
+            messages[ts] = asked.question_id
+            await asyncio.to_thread(qa.posted, asked.question_id, ts)
+        threads[thread_ts] = True
+
+    # -- listeners -----------------------------------------------------------------------
+    @app.event("app_mention")
+    async def on_mention(body, event, client, context):
+        if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
+            return
+        thread_ts = event.get("thread_ts") or event["ts"]
+        history = await history_of(client, event["channel"], thread_ts, event["ts"], context.bot_user_id) \
+            if event.get("thread_ts") else []
+        await answer(client, channel=event["channel"], thread_ts=thread_ts, text=_question_text(event.get("text")),
+                     user=event.get("user"), team=body.get("team_id"), key=body.get("event_id") or event["ts"],
+                     history=history)
+
+    @app.event("message")
+    async def on_message(body, event, client, context):
+        if event.get("subtype") or not event.get("user"):
+            return  # edits, joins, deletions, bots
+        text = event.get("text") or ""
+        if context.bot_user_id and f"<@{context.bot_user_id}>" in text:
+            return  # the app_mention listener answers it
+        in_dm = event.get("channel_type") == "im"
+        follow_up = event.get("thread_ts") and event["thread_ts"] in threads
+        if not (in_dm or follow_up):
+            return
+        if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
+            return
+        thread_ts = event.get("thread_ts") or event["ts"]
+        history = await history_of(client, event["channel"], thread_ts, event["ts"], context.bot_user_id) \
+            if event.get("thread_ts") else []
+        await answer(client, channel=event["channel"], thread_ts=thread_ts, text=_question_text(text),
+                     user=event["user"], team=body.get("team_id"), key=body.get("event_id") or event["ts"],
+                     history=history)
+
+    async def ack_ask(ack, command):
+        text = (command.get("text") or "").strip()
+        await ack(text="Looking that up…" if text else "Usage: /ask how do I …?")
+
+    async def run_ask(command, client, respond):
+        text = _question_text(command.get("text") or "")
+        if not text or not deliveries.first_time(f"cmd:{command.get('trigger_id')}"):
+            return
+        channel, user = command["channel_id"], command["user_id"]
+        try:
+            posted = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked: {text[:2000]}")
+        except Exception as exc:  # the bot is not in the channel: answer only to the asker
+            log.info("cannot post in %s (%s): answering privately", channel, exc.__class__.__name__)
+            asked = await asyncio.to_thread(qa.ask, text, source="slack", user_id=user, channel_id=channel,
+                                            team_id=command.get("team_id"))
+            await respond(text=asked.answer.text[:3000], blocks=answer_blocks(asked.question_id, asked.answer),
+                          response_type="ephemeral")
+            return
+        await answer(client, channel=channel, thread_ts=posted["ts"], text=text, user=user,
+                     team=command.get("team_id"), key=f"cmd:{command.get('trigger_id')}")
+
+    app.command("/ask")(ack=ack_ask, lazy=[run_ask])
+
+    async def vote(ack, body, value: int):
+        await ack()
+        action = body["actions"][0]
+        user = body["user"]["id"]
+        key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
+        if deliveries.first_time(key):
+            await asyncio.to_thread(qa.vote, action["value"], user, value, via="button", event_id=key)
+
+    @app.action("vote_up")
+    async def on_up(ack, body):
+        await vote(ack, body, +1)
+
+    @app.action("vote_down")
+    async def on_down(ack, body):
+        await vote(ack, body, -1)
+
+    @app.action(re.compile(r"^source_\d+$"))
+    async def on_source(ack, body):
+        await ack()
+        action = body["actions"][0]
+        user = body["user"]["id"]
+        data = parse_value(action.get("value"))
+        key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
+        if data.get("q") and data.get("c") and deliveries.first_time(key):
+            await asyncio.to_thread(qa.source_click, data["q"], user, data["c"], data.get("r"), event_id=key)
+
+    async def question_of(ts: str) -> str | None:
+        if ts in messages:
+            return messages[ts]
+        rows = await asyncio.to_thread(qa.feedback.rows, "SELECT id FROM questions WHERE message_ts = ?", [ts])
+        return rows[0]["id"] if rows else None
+
+    async def reaction(body, event, added: bool):
+        item = event.get("item") or {}
+        name = (event.get("reaction") or "").split("::", 1)[0]
+        value = reaction_value(name)
+        if item.get("type") != "message" or value == 0:
+            return
+        key = body.get("event_id") or f"{event.get('event_ts')}:{event.get('user')}:{name}:{added}"
+        if not deliveries.first_time(key):
+            return
+        question = await question_of(item.get("ts"))
+        if question:
+            await asyncio.to_thread(qa.vote, question, event["user"], value if added else 0,
+                                    via=f"reaction:{name}", event_id=key)
+
+    @app.event("reaction_added")
+    async def on_reaction_added(body, event):
+        await reaction(body, event, True)
+
+    @app.event("reaction_removed")
+    async def on_reaction_removed(body, event):
+        await reaction(body, event, False)
+
+    @app.error
+    async def on_error(error, body):
+        log.error("unhandled error in a Slack listener: %s", error.__class__.__name__)
+
+    return app

@@ -1,0 +1,65 @@
+"""CLI commands for the feedback store: export, import, forget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import App, cli, echo_json, pass_app
+
+
+@cli.group()
+def feedback() -> None:
+    """Feedback events and the relevance labels derived from them.
+
+    Example:
+
+        deepmem feedback export --what labels
+    """
+
+
+@feedback.command("export")
+@click.option("--what", type=click.Choice(["labels", "events", "questions"]), default="labels", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of JSON lines.")
+@pass_app
+def export(app: App, what: str, as_json: bool) -> None:
+    """Print labels (derived), events or questions as JSON lines. Works while `deepmem serve` runs."""
+    from ..feedback.store import FeedbackStore
+
+    store = FeedbackStore(app.home)
+    rows = {"labels": store.labels, "events": store.events, "questions": store.questions}[what]()
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(json.dumps(row, ensure_ascii=False, default=str))
+
+
+@feedback.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@pass_app
+def import_(app: App, path: str) -> None:
+    """Import labels: JSON lines {"query", "relevant": [...], "not_relevant": [...], "user"}.
+
+    Entries are chunk ids, page URLs or url#anchor, resolved against the store now.
+    """
+    from ..feedback.importer import import_labels
+
+    report = import_labels(app.store(create=False), app.home, Path(path))
+    click.echo(f"imported {report['questions']} questions, {report['labels']} labels"
+               + (f"; {len(report['unresolved'])} entries matched no chunk" if report["unresolved"] else ""))
+    for entry in report["unresolved"][:10]:
+        click.echo(f"  no chunk for {entry}")
+
+
+@feedback.command()
+@click.argument("user")
+@pass_app
+def forget(app: App, user: str) -> None:
+    """Delete everything USER asked or did (their questions, votes and clicks)."""
+    from ..feedback.store import FeedbackStore
+
+    counts = FeedbackStore(app.home).forget(user)
+    click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events")

@@ -1,0 +1,77 @@
+"""The answer path shared by every front end (Slack, the local chat, benchmarks).
+
+``ask`` answers a question and records it: who asked where, what was retrieved (with and
+without deep memory), which adapter answered, the answer and its latency. ``feedback``
+records a vote, a reaction or a source click. Recording goes through the feedback spool, so it
+never blocks on the database and never loses an event.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from .answer import Answer, Answerer
+from .feedback.store import FeedbackStore, now
+
+__all__ = ["QAService", "Asked", "reaction_value"]
+
+UP_REACTIONS = {"+1", "thumbsup", "white_check_mark", "heavy_check_mark", "100", "raised_hands", "tada", "star"}
+DOWN_REACTIONS = {"-1", "thumbsdown", "x", "no_entry", "no_entry_sign", "disappointed", "confused"}
+
+
+def reaction_value(name: str) -> int:
+    """+1, -1, or 0 for reactions that say nothing about the answer. Skin tones are ignored."""
+    base = name.split("::", 1)[0]
+    return 1 if base in UP_REACTIONS else -1 if base in DOWN_REACTIONS else 0
+
+
+@dataclass
+class Asked:
+    question_id: str
+    answer: Answer
+
+
+class QAService:
+    def __init__(self, answerer: Answerer, feedback: FeedbackStore):
+        self.answerer = answerer
+        self.feedback = feedback
+
+    def ask(self, text: str, *, source: str, user_id: str | None, history: list[tuple[str, str]] = (),
+            team_id: str | None = None, channel_id: str | None = None, thread_ts: str | None = None,
+            dedupe_key: str | None = None, question_id: str | None = None) -> Asked:
+        question_id = question_id or uuid.uuid4().hex
+        asked_at = now()
+        started = time.perf_counter()
+        answer = self.answerer.answer(text, list(history))
+        ops = [
+            FeedbackStore.question_op(id=question_id, asked_at=asked_at, source=source, user_id=user_id,
+                                      team_id=team_id, channel_id=channel_id, thread_ts=thread_ts,
+                                      dedupe_key=dedupe_key, text=text, answer=answer.text, answer_mode=answer.mode,
+                                      adapter_version=answer.adapter, answered_at=now(),
+                                      latency_ms=(time.perf_counter() - started) * 1e3, error=answer.error),
+            FeedbackStore.retrievals_op(question_id, "answer", [
+                {"rank": s.rank, "chunk_id": s.chunk_id, "url": s.url, "score": s.score, "cited": s.n in answer.cited}
+                for s in answer.sources]),
+        ]
+        if answer.base_hits is not None:
+            ops.append(FeedbackStore.retrievals_op(question_id, "base", [
+                {"rank": h.rank, "chunk_id": h.chunk.id, "url": h.chunk.url, "score": h.score, "cited": False}
+                for h in answer.base_hits]))
+        self.feedback.record(ops)
+        return Asked(question_id=question_id, answer=answer)
+
+    def posted(self, question_id: str, message_ts: str) -> None:
+        """Remember where the answer was posted: reactions point at that message."""
+        self.feedback.record([FeedbackStore.question_op(id=question_id, message_ts=message_ts)])
+
+    def vote(self, question_id: str, user_id: str, value: int, *, via: str = "button", event_id: str | None = None) -> None:
+        kind = "reaction" if via.startswith("reaction") else "vote"
+        self.feedback.record([FeedbackStore.event_op(question_id=question_id, kind=kind, user_id=user_id,
+                                                     value=value, detail=via, id=event_id)])
+
+    def source_click(self, question_id: str, user_id: str, chunk_id: str, rank: int | None,
+                     event_id: str | None = None) -> None:
+        self.feedback.record([FeedbackStore.event_op(question_id=question_id, kind="source_click", user_id=user_id,
+                                                     value=1, chunk_id=chunk_id, rank=rank, id=event_id)])

@@ -1,0 +1,92 @@
+"""A Slack Web API on 127.0.0.1 for the real slack_sdk client, plus signed requests to the app.
+
+Records every call (method, form or JSON arguments, token) and answers like Slack does:
+auth.test, chat.postMessage (returns a fresh ts), chat.postEphemeral, chat.update,
+conversations.replies (returns the thread as the test seeded it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+BOT_USER = "UDEEPMEM"
+BOT_ID = "BDEEPMEM"
+TEAM = "T0001"
+
+
+class SlackAPI:
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.threads: dict[str, list[dict]] = {}  # thread ts -> messages returned by conversations.replies
+        self._ts = itertools.count(1)
+        self.runner = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def posts(self, method: str = "chat.postMessage") -> list[dict]:
+        return [c["args"] for c in self.calls if c["method"] == method]
+
+    async def _handle(self, request: web.Request):
+        method = request.match_info["method"]
+        raw = await request.text()
+        if request.method == "GET":
+            args = dict(request.query)
+        elif request.content_type == "application/json":
+            args = json.loads(raw or "{}")
+        else:
+            args = dict(parse_qsl(raw))
+        for key in ("blocks", "attachments"):
+            if isinstance(args.get(key), str):
+                args[key] = json.loads(args[key])
+        self.calls.append({"method": method, "args": args, "auth": request.headers.get("Authorization")})
+        if method == "auth.test":
+            return web.json_response({"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "deepmem",
+                                      "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID})
+        if method in ("chat.postMessage", "chat.update"):
+            ts = f"{int(time.time())}.{next(self._ts):06d}"
+            self.calls[-1]["ts"] = ts
+            message = {"ts": ts, "text": args.get("text"), "bot_id": BOT_ID, "user": BOT_USER}
+            if args.get("thread_ts"):
+                self.threads.setdefault(args["thread_ts"], []).append(message)
+            return web.json_response({"ok": True, "channel": args.get("channel"), "ts": ts, "message": message})
+        if method == "chat.postEphemeral":
+            return web.json_response({"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"})
+        if method == "conversations.replies":
+            return web.json_response({"ok": True, "messages": self.threads.get(args.get("ts"), []),
+                                      "has_more": False})
+        return web.json_response({"ok": False, "error": "unknown_method"})
+
+    async def start(self) -> "SlackAPI":
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._handle)
+        app.router.add_get("/api/{method}", self._handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def signed_headers(secret: str, body: str, *, timestamp: int | None = None, content_type="application/json") -> dict:
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature, "Content-Type": content_type}
+
+
+def event_body(event: dict, event_id: str) -> str:
+    return json.dumps({"token": "legacy", "team_id": TEAM, "api_app_id": "A0001", "type": "event_callback",
+                       "event_id": event_id, "event_time": int(time.time()), "event": event,
+                       "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]})
