@@ -252,3 +252,14 @@ async def test_llm_answers_cite_sources_over_an_openai_compatible_server(store_c
     cited = runtime.feedback.rows("SELECT rank FROM retrievals WHERE cited ORDER BY rank")
     assert [r["rank"] for r in cited] == [1, 2]
     assert openai_server.chat_requests()[0]["auth"] == "Bearer sk-llm-secret"
+
+
+def test_the_manifest_asks_for_what_the_bot_uses():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "bot" / "manifest.yml").read_text()
+    listed = {line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")}
+    # every event and scope the listeners need
+    assert {"app_mention", "message.im", "reaction_added", "reaction_removed"} <= listed
+    assert {"app_mentions:read", "chat:write", "commands", "im:history", "reactions:read"} <= listed
+    assert "command: /ask" in text and "/slack/events" in text

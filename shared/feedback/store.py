@@ -41,6 +41,18 @@ QUESTION_COLUMNS = ("id", "asked_at", "source", "user_id", "team_id", "channel_i
 EVENT_COLUMNS = ("id", "question_id", "occurred_at", "user_id", "kind", "value", "chunk_id", "rank", "detail")
 
 
+_PROCESS_LOCKS: dict[str, threading.RLock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.RLock:
+    """One lock per database file per process: DuckDB shares one database instance between the
+    connections of a process, so they must take turns like separate processes do."""
+    key = str(path.resolve())
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(key, threading.RLock())
+
+
 class FeedbackBusy(DeepmemError):
     """The feedback database stayed locked by another process for the whole timeout."""
 
@@ -55,7 +67,7 @@ class FeedbackStore:
         self.spool = home.root / "feedback-spool"
         self.spool.mkdir(parents=True, exist_ok=True)
         self.lock_timeout = lock_timeout
-        self._lock = threading.RLock()
+        self._lock = _process_lock(self.path)
         self._migrated = False
 
     # -- writing: the spool ----------------------------------------------------------------
