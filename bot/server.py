@@ -24,6 +24,7 @@ from shared.answer import Answerer
 from shared.embedders import Embedder, make_embedder
 from shared.errors import ConfigError, EmptyStore
 from shared.feedback.store import FeedbackStore
+from shared.feedback_memory import FeedbackMemory, MemoryLoader
 from shared.home import Home
 from shared.qa import QAService
 from shared.retrieval import open_searcher
@@ -49,6 +50,7 @@ class Runtime:
     index: MemoryIndex
     feedback: FeedbackStore
     qa: QAService
+    memory: MemoryLoader | None = None
     slack_app: object | None = None
     services: list = field(default_factory=list)
 
@@ -60,10 +62,13 @@ def build_runtime(settings: Settings) -> Runtime:
         raise EmptyStore("the store is empty: run `deepmem ingest` (or `deepmem ingest --demo`) first")
     embedder = make_embedder(settings)
     index = MemoryIndex(store)
-    searcher = open_searcher(store, embedder, home, index=index)
     feedback = FeedbackStore(home)
+    memory = FeedbackMemory()
+    searcher = open_searcher(store, embedder, home, index=index, memory=memory)
     qa = QAService(Answerer(searcher, settings), feedback)
-    return Runtime(settings=settings, home=home, store=store, embedder=embedder, index=index, feedback=feedback, qa=qa)
+    loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")
+    return Runtime(settings=settings, home=home, store=store, embedder=embedder, index=index, feedback=feedback, qa=qa,
+                   memory=loader)
 
 
 def build_web_app(runtime: Runtime) -> web.Application:
@@ -87,11 +92,15 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
     async def drain_spool(app):
         async def loop():
+            tick = 0
             while True:
                 try:
                     await asyncio.to_thread(runtime.feedback.drain, 0.5)
+                    if runtime.memory is not None and tick % 3 == 0:  # labels act on the next questions
+                        await asyncio.to_thread(runtime.memory.refresh)
                 except Exception as exc:  # never let bookkeeping take the bot down
                     log.warning("feedback spool not drained: %s", exc)
+                tick += 1
                 await asyncio.sleep(1.0)
 
         task = asyncio.create_task(loop())

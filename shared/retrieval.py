@@ -59,5 +59,5 @@ class ActiveAdapter:
         self._signature = signature
 
 
-def open_searcher(store: Store, embedder: Embedder, home: Home, index=None) -> Searcher:
-    return Searcher(store, embedder, adapters=ActiveAdapter(home, embedder), index=index)
+def open_searcher(store: Store, embedder: Embedder, home: Home, index=None, memory=None) -> Searcher:
+    return Searcher(store, embedder, adapters=ActiveAdapter(home, embedder), index=index, memory=memory)

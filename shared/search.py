@@ -53,12 +53,13 @@ class Searcher:
     ``index`` is a MemoryIndex in long-running processes, else sqlite-vec scans the store.
     """
 
-    def __init__(self, store: Store, embedder: Embedder, adapters=None, index=None):
+    def __init__(self, store: Store, embedder: Embedder, adapters=None, index=None, memory=None):
         store.check_embedder(embedder.name, embedder.dim)
         self.store = store
         self.embedder = embedder
         self.adapters = adapters
         self.index = index
+        self.memory = memory  # a FeedbackMemory: labeled questions act at once (needs the in-memory index)
 
     def search(self, question: str, k: int = 10, *, mode: str = "vector", deep_memory: bool = True,
                vector: np.ndarray | None = None) -> SearchResult:
@@ -67,13 +68,20 @@ class Searcher:
         t0 = time.perf_counter()
         if vector is None:
             vector = self.embedder.embed_query(question)
+        plain = vector
         t1 = time.perf_counter()
         name, adapter = self.adapters.current() if (deep_memory and self.adapters is not None) else (None, None)
         if adapter is not None:
             vector = adapter(vector)
         t2 = time.perf_counter()
         nearest = self.index.search if self.index is not None else self.store.vector_search
-        if mode == "vector":
+        use_memory = (deep_memory and mode == "vector" and self.memory is not None and len(self.memory)
+                      and self.index is not None)
+        if use_memory:  # questions near labeled ones: their relevant chunks up, irrelevant ones down
+            index, adapted = self.index, vector
+            ranked = self.memory.rerank(plain, nearest(vector, max(k, 50)), k,
+                                        lambda ids: index.scores(adapted, ids))
+        elif mode == "vector":
             ranked = nearest(vector, k)
         elif mode == "hybrid":
             depth = max(50, k * 5)

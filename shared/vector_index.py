@@ -37,9 +37,22 @@ class MemoryIndex:
         self.store = store
         self._lock = threading.Lock()
         self.version = -1
-        self.rowids = np.zeros(0, dtype=np.int64)
-        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        # one snapshot, replaced whole: a search never mixes an old matrix with new row ids
+        self._snap: tuple[np.ndarray, np.ndarray, dict[int, int]] = (
+            np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), {})
         self.refresh()
+
+    @property
+    def rowids(self) -> np.ndarray:
+        return self._snap[0]
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self._snap[1]
+
+    @property
+    def column_of(self) -> dict[int, int]:
+        return self._snap[2]
 
     def refresh(self) -> bool:
         """Reload when the store changed; True if it did."""
@@ -47,30 +60,40 @@ class MemoryIndex:
         if version == self.version:
             return False
         with self._lock:
+            if version == self.version:
+                return False
             rowids, matrix = self.store.all_vectors()
-            self.rowids, self.matrix, self.version = rowids, np.ascontiguousarray(matrix), version
+            self._snap = (rowids, np.ascontiguousarray(matrix), {int(r): i for i, r in enumerate(rowids)})
+            self.version = version
         return True
 
     def __len__(self) -> int:
-        return len(self.rowids)
+        return len(self._snap[0])
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         self.refresh()
-        rowids, matrix = self.rowids, self.matrix
+        rowids, matrix, _ = self._snap
         if len(rowids) == 0:
             return []
         scores = matrix @ np.asarray(query, dtype=np.float32)
         idx, values = top_k(scores[None, :], k)
         return [(int(rowids[i]), float(v)) for i, v in zip(idx[0], values[0])]
 
+    def scores(self, query: np.ndarray, rowids: list[int]) -> list[float]:
+        """Similarity of ``query`` to given chunks (-1.0 for chunks no longer stored)."""
+        _, matrix, column_of = self._snap
+        q = np.asarray(query, dtype=np.float32)
+        return [float(matrix[column_of[r]] @ q) if r in column_of else -1.0 for r in rowids]
+
     def search_many(self, queries: np.ndarray, k: int, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, scores), each (len(queries), k): many queries in blocks, for evaluation and mining."""
         self.refresh()
+        rowids, matrix, _ = self._snap
         out_ids, out_scores = [], []
         for i in range(0, len(queries), batch):
-            scores = np.asarray(queries[i:i + batch], dtype=np.float32) @ self.matrix.T
+            scores = np.asarray(queries[i:i + batch], dtype=np.float32) @ matrix.T
             idx, values = top_k(scores, k)
-            out_ids.append(self.rowids[idx])
+            out_ids.append(rowids[idx])
             out_scores.append(values)
         if not out_ids:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)

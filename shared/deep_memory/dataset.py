@@ -29,6 +29,7 @@ class Example:
     positives: tuple[int, ...]  # chunk rowids
     source: str  # synthetic:<style> | queries:<file> | feedback
     weight: float = 1.0
+    negatives: tuple[int, ...] = ()  # chunks labeled not relevant (👎)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ Inputs:
                          hard negatives mined from the store and a random sample)
     positive     (B, C)  bool, True where candidate j is relevant to question i
     ignore       (B, C)  bool or None, candidates to leave out of the softmax
+    weights      (B,)    float or None, how much each question counts (feedback weights)
+    emphasis     (B, C)  float or None, added to the logits: log(m) counts a labeled-irrelevant
+                         chunk as if it appeared m times among the negatives
 Relations: with one positive per question and the candidates being the batch's positives,
 this is the in-batch negatives loss (MultipleNegativesRankingLoss).
 """
@@ -20,10 +23,13 @@ from __future__ import annotations
 __all__ = ["multi_positive_contrastive_loss"]
 
 
-def multi_positive_contrastive_loss(queries, candidates, positive, temperature: float = 0.03, ignore=None):
+def multi_positive_contrastive_loss(queries, candidates, positive, temperature: float = 0.03, ignore=None,
+                                    weights=None, emphasis=None):
     import torch
 
     logits = queries @ candidates.T / temperature  # (B, C)
+    if emphasis is not None:
+        logits = logits + emphasis
     if ignore is not None:
         logits = logits.masked_fill(ignore & ~positive, float("-inf"))
     all_ = torch.logsumexp(logits, dim=1)  # (B,)
@@ -31,4 +37,8 @@ def multi_positive_contrastive_loss(queries, candidates, positive, temperature: 
     valid = positive.any(dim=1)
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    return (all_ - pos)[valid].mean()
+    per_question = (all_ - pos)[valid]
+    if weights is None:
+        return per_question.mean()
+    w = weights[valid]
+    return (per_question * w).sum() / w.sum().clamp_min(1e-9)

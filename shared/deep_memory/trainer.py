@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     time_budget_s: float | None = None
     threads: int | None = None      # torch threads (None: torch's default)
+    negative_emphasis: float = 10.0 # a chunk labeled not relevant counts as this many negatives
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +96,9 @@ def train_adapter(cfg: TrainConfig, corpus_rowids: np.ndarray, corpus: np.ndarra
     val_cols = [np.array([column[p] for p in e.positives if p in column], dtype=np.int64) for e in val]
     keep = [i for i, c in enumerate(train_cols) if len(c)]
     train_cols = [train_cols[i] for i in keep]
+    neg_cols = [np.array([column[p] for p in train[i].negatives if p in column], dtype=np.int64) for i in keep]
+    weights = torch.tensor([train[i].weight for i in keep], dtype=torch.float32)
+    log_emphasis = float(np.log(max(1.0, cfg.negative_emphasis)))
     Q = torch.from_numpy(np.ascontiguousarray(train_vectors[keep], dtype=np.float32))  # (T, d)
     M = torch.from_numpy(np.ascontiguousarray(corpus, dtype=np.float32))  # (N, d)
     full = n <= cfg.max_candidates
@@ -121,19 +125,27 @@ def train_adapter(cfg: TrainConfig, corpus_rowids: np.ndarray, corpus: np.ndarra
             q = model(Q[batch])  # (B, d)
             if full:
                 candidates = M  # (N, d)
+                where = None
                 positive = torch.zeros((len(batch), n), dtype=torch.bool)
                 for row, i in enumerate(batch):
                     positive[row, train_cols[i]] = True
             else:
-                pos_cols = np.concatenate([train_cols[i] for i in batch])
-                neg_cols = np.concatenate([hard[i] for i in batch] + [rng.integers(0, n, cfg.sampled_negatives)])
-                cols = np.unique(np.concatenate([pos_cols, neg_cols]))
+                pos_cols = np.concatenate([train_cols[i] for i in batch] + [neg_cols[i] for i in batch])
+                sampled = np.concatenate([hard[i] for i in batch] + [rng.integers(0, n, cfg.sampled_negatives)])
+                cols = np.unique(np.concatenate([pos_cols, sampled]))
                 where = {c: k for k, c in enumerate(cols.tolist())}
                 candidates = M[torch.from_numpy(cols)]
                 positive = torch.zeros((len(batch), len(cols)), dtype=torch.bool)
                 for row, i in enumerate(batch):
                     positive[row, [where[c] for c in train_cols[i].tolist()]] = True
-            loss = multi_positive_contrastive_loss(q, candidates, positive, cfg.temperature) \
+            emphasis = None
+            if any(len(neg_cols[i]) for i in batch):
+                emphasis = torch.zeros(positive.shape)
+                for row, i in enumerate(batch):
+                    cols_i = neg_cols[i] if where is None else [where[c] for c in neg_cols[i].tolist()]
+                    emphasis[row, cols_i] = log_emphasis
+            loss = multi_positive_contrastive_loss(q, candidates, positive, cfg.temperature,
+                                                   weights=weights[torch.from_numpy(batch)], emphasis=emphasis) \
                 + cfg.drift_penalty * model.drift()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

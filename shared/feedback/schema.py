@@ -96,6 +96,24 @@ MIGRATIONS = [
     FROM events e JOIN questions q ON q.id = e.question_id
     WHERE e.kind = 'label' AND e.value <> 0;
     """,
+    # 2: retraining runs
+    """
+    CREATE TABLE runs (
+        id VARCHAR PRIMARY KEY,
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ,
+        trigger VARCHAR,                  -- schedule | manual | catch-up
+        status VARCHAR NOT NULL,          -- running | promoted | kept | skipped | failed | interrupted
+        pid INTEGER,
+        version VARCHAR,                  -- the challenger, when one was trained
+        champion VARCHAR,
+        decision VARCHAR,
+        counts VARCHAR,                   -- JSON
+        metrics VARCHAR,                  -- JSON: before/after on each held-out set, with noise
+        error VARCHAR,
+        seconds DOUBLE
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

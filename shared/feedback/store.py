@@ -38,6 +38,8 @@ __all__ = ["FeedbackStore", "FeedbackBusy", "now"]
 QUESTION_COLUMNS = ("id", "asked_at", "source", "user_id", "team_id", "channel_id", "thread_ts", "message_ts",
                     "dedupe_key", "text", "answer", "answer_mode", "adapter_version", "answered_at", "latency_ms",
                     "error")
+RUN_COLUMNS = ("id", "started_at", "finished_at", "trigger", "status", "pid", "version", "champion", "decision",
+               "counts", "metrics", "error", "seconds")
 EVENT_COLUMNS = ("id", "question_id", "occurred_at", "user_id", "kind", "value", "chunk_id", "rank", "detail")
 
 
@@ -174,6 +176,15 @@ class FeedbackStore:
             row = {k: op["row"].get(k) for k in EVENT_COLUMNS}
             conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
                          f"ON CONFLICT (id) DO NOTHING", [row[c] for c in EVENT_COLUMNS])
+        elif kind == "run":
+            row = {k: op["row"].get(k) for k in RUN_COLUMNS}
+            for k in ("counts", "metrics"):
+                if row[k] is not None and not isinstance(row[k], str):
+                    row[k] = json.dumps(row[k], default=str)
+            cols = ", ".join(RUN_COLUMNS)
+            updates = ", ".join(f"{c} = coalesce(excluded.{c}, runs.{c})" for c in RUN_COLUMNS if c != "id")
+            conn.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
+                         f"ON CONFLICT (id) DO UPDATE SET {updates}", [row[c] for c in RUN_COLUMNS])
         elif kind == "forget":
             user = op["user_id"]
             asked = "SELECT id FROM questions WHERE user_id = ?"
@@ -222,6 +233,16 @@ class FeedbackStore:
             cursor = conn.execute(sql, params or [])
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    @staticmethod
+    def run_op(**row) -> dict:
+        unknown = set(row) - set(RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown run fields: {sorted(unknown)}")
+        return {"op": "run", "row": row}
+
+    def runs(self) -> list[dict]:
+        return self.rows("SELECT * FROM runs ORDER BY started_at, id")
 
     def labels(self) -> list[dict]:
         return self.rows("SELECT * FROM labels ORDER BY occurred_at, question_id, chunk_id")

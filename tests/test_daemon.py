@@ -1,0 +1,287 @@
+"""Nightly retraining: schedule (driven clock), locking, crashes, feedback in training, hot swap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from daemon.schedule import make_scheduler, missed_run, parse_cron
+from shared.cli import cli
+from shared.deep_memory import AdapterRegistry, LinearAdapter
+from shared.deep_memory.feedback_data import FeedbackPolicy, labeled_questions, split_feedback
+from shared.deep_memory.nightly import NightlyConfig, decide, run_lock, run_nightly
+from shared.deep_memory.trainer import TrainConfig
+from shared.errors import ConfigError
+from shared.feedback.store import FeedbackStore
+from shared.home import Home
+from shared.settings import load_settings
+
+UTC = timezone.utc
+FAST = TrainConfig(max_epochs=3, patience=1)
+
+
+# -- the schedule ------------------------------------------------------------------------------
+
+class Clock:
+    """Drives APScheduler's notion of now (its scheduler and executor modules read datetime.now)."""
+
+    def __init__(self, start: datetime):
+        self.now = start
+
+    def install(self, monkeypatch):
+        clock = self
+
+        class FakeDatetime(datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return clock.now.astimezone(tz) if tz else clock.now
+
+        for module in ("apscheduler.schedulers.base", "apscheduler.executors.base"):
+            monkeypatch.setattr(f"{module}.datetime", FakeDatetime)
+
+
+async def test_a_machine_that_slept_through_nights_runs_once_on_wake(monkeypatch):
+    clock = Clock(datetime(2026, 11, 20, 2, 0, tzinfo=UTC))
+    clock.install(monkeypatch)
+    runs = []
+    trigger = parse_cron("0 3 * * *", timezone=UTC)
+    scheduler = make_scheduler(trigger, lambda name: runs.append((name, clock.now)), timezone=UTC)
+    scheduler.start()
+    try:
+        job = scheduler.get_job("nightly-retrain")
+        assert job.next_run_time == datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+        clock.now = datetime(2026, 11, 20, 3, 0, 1, tzinfo=UTC)  # 03:00 passes: one run
+        scheduler._process_jobs()
+        await asyncio.sleep(0.2)
+        assert len(runs) == 1
+        clock.now = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)  # asleep four nights, then awake at 09:30
+        scheduler._process_jobs()
+        await asyncio.sleep(0.2)
+        assert len(runs) == 2  # coalesced: once, not four times
+        assert scheduler.get_job("nightly-retrain").next_run_time == datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+        clock.now = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)  # missed by 17 hours: past the grace window
+        scheduler._process_jobs()
+        await asyncio.sleep(0.2)
+        assert len(runs) == 2
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def test_runs_never_overlap(monkeypatch):
+    clock = Clock(datetime(2026, 11, 20, 2, 0, tzinfo=UTC))
+    clock.install(monkeypatch)
+    started, release = threading.Event(), threading.Event()
+    count = []
+
+    def slow(name):
+        count.append(name)
+        started.set()
+        release.wait(5)
+
+    scheduler = make_scheduler(parse_cron("* * * * *", timezone=UTC), slow, timezone=UTC)
+    scheduler.start()
+    try:
+        clock.now = datetime(2026, 11, 20, 2, 1, 1, tzinfo=UTC)
+        scheduler._process_jobs()
+        await asyncio.sleep(0.2)
+        assert started.is_set()
+        clock.now = datetime(2026, 11, 20, 2, 2, 1, tzinfo=UTC)  # next minute while the first still runs
+        scheduler._process_jobs()
+        await asyncio.sleep(0.2)
+        assert len(count) == 1  # max_instances=1
+    finally:
+        release.set()
+        await asyncio.sleep(0.1)
+        scheduler.shutdown(wait=False)
+
+
+def test_catch_up_after_a_missed_night_and_bad_cron():
+    trigger = parse_cron("0 3 * * *", timezone=UTC)
+    morning = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    assert missed_run(trigger, None, morning)
+    assert missed_run(trigger, datetime(2026, 11, 24, 3, 5, tzinfo=UTC), morning)
+    assert not missed_run(trigger, datetime(2026, 11, 25, 3, 5, tzinfo=UTC), morning)
+    assert not missed_run(trigger, None, datetime(2026, 11, 25, 20, 0, tzinfo=UTC))  # beyond the grace window
+    assert parse_cron("off") is None
+    with pytest.raises(ConfigError, match="not a crontab expression"):
+        parse_cron("every night at three")
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def home(store_copy):
+    return Home.open(store_copy.path.parent)
+
+
+def test_one_run_at_a_time_across_processes(home, embedder):
+    with run_lock(home):
+        record = run_nightly(home, load_settings(), NightlyConfig(train=FAST), embedder=embedder, log=lambda *a: None)
+    assert record["status"] == "skipped" and "in progress" in record["decision"]
+    statuses = [r["status"] for r in FeedbackStore(home).runs()]
+    assert statuses == ["skipped"]
+
+
+def test_a_failed_run_is_recorded_and_changes_nothing(tmp_path, embedder):
+    home = Home.open(tmp_path / "empty-home")  # no store at all
+    record = run_nightly(home, load_settings(), NightlyConfig(train=FAST), embedder=embedder, log=lambda *a: None)
+    assert record["status"] == "failed" and "no store" in record["error"]
+    assert FeedbackStore(home).runs()[-1]["status"] == "failed"
+    assert AdapterRegistry(home.adapters_dir).active_name() is None
+
+
+def test_kill_9_during_a_run_leaves_the_last_good_adapter(home, store_copy):
+    env = dict(os.environ, DEEPMEM_HOME=str(home.root), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-c", "from shared.cli import main; main()", "retrain", "--now"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    registry = AdapterRegistry(home.adapters_dir)
+    good = registry.active_name()
+    before = [v.name for v in registry.versions()]
+    slow_run = ("import sys; from shared.home import Home; from shared.settings import load_settings; "
+                "from shared.deep_memory.nightly import NightlyConfig, run_nightly; "
+                "from shared.deep_memory.trainer import TrainConfig; "
+                "run_nightly(Home.open(sys.argv[1]), load_settings(), "
+                "NightlyConfig(train=TrainConfig(max_epochs=10000, patience=10000)), "
+                "log=lambda m: print(m, file=sys.stderr, flush=True))")
+    proc = subprocess.Popen([sys.executable, "-c", slow_run, str(home.root)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is training
+        line = proc.stderr.readline()
+        if "training on" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert registry.active_name() == good
+    assert [v.name for v in registry.versions()] == before  # nothing half-written has a version name
+    again = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    runs = FeedbackStore(home).runs()
+    assert [r["status"] for r in runs].count("interrupted") == 1
+    assert runs[-1]["status"] in ("promoted", "kept")
+
+
+# -- feedback in training -----------------------------------------------------------------------
+
+def test_labels_become_weighted_capped_questions():
+    def row(q, chunk, label, kind="vote", user="u1", rank=1, at="2026-01-01"):
+        return {"question_id": q, "question": f"text {q}", "chunk_id": chunk, "label": label, "kind": kind,
+                "user_id": user, "rank": rank, "occurred_at": at}
+
+    row_of = {"a": 1, "b": 2, "c": 3}
+    labels = [row("q1", "a", 1), row("q1", "b", -1), row("q1", "c", 1, kind="click", user="u2", rank=4),
+              row("q2", "a", 1, user="u3"), row("q2", "a", -1, user="u4"),  # cancel out
+              *[row(f"s{i}", "a", 1, user="spammer", at=f"2026-01-{i + 1:02d}") for i in range(10)]]
+    out = {q.question_id: q for q in labeled_questions(labels, row_of, FeedbackPolicy(per_user_cap=3))}
+    assert out["q1"].positives == {1: 1.0, 3: 4.0}  # a click at rank 4 weighs 4 (inverse propensity)
+    assert out["q1"].negatives == {2: 1.0}
+    assert "q2" not in out
+    assert sorted(q for q in out if q.startswith("s")) == ["s7", "s8", "s9"]  # the spammer's latest three
+    train, test = split_feedback(list(out.values()), seed=0, test_share=0.3)
+    assert {q.question_id for q in train} | {q.question_id for q in test} == set(out)
+    assert split_feedback(list(out.values()), seed=0, test_share=0.3)[1] == test
+
+
+def test_the_gate_needs_feedback_gains_beyond_noise():
+    assert decide({"gain": 0.01, "noise": 0.005, "queries": 500}, {"gain": 0.0, "noise": 0.0, "queries": 0})[0]
+    assert not decide({"gain": 0.004, "noise": 0.005, "queries": 500}, {"gain": 0, "noise": 0, "queries": 3})[0]
+    ok, why = decide({"gain": -0.002, "noise": 0.004, "queries": 500}, {"gain": 0.05, "noise": 0.02, "queries": 40})
+    assert ok and "better on held-out feedback" in why
+    ok, why = decide({"gain": -0.02, "noise": 0.004, "queries": 500}, {"gain": 0.05, "noise": 0.02, "queries": 40})
+    assert not ok and "worse on the held-out synthetic split" in why
+    assert not decide({"gain": 0.0, "noise": 0.004, "queries": 500}, {"gain": 0.01, "noise": 0.02, "queries": 40})[0]
+
+
+def test_imported_feedback_is_trained_on_and_held_out(home, store_copy, embedder, tmp_path):
+    rows = store_copy.conn.execute("SELECT id, title, headings FROM chunks ORDER BY rowid LIMIT 60").fetchall()
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n".join(json.dumps({"query": f"how does {json.loads(h)[-1] if json.loads(h) else t} work",
+                                            "relevant": [cid], "user": f"U{i % 7}"})
+                                for i, (cid, t, h) in enumerate(rows)))
+    assert CliRunner().invoke(cli, ["feedback", "import", str(labels)]).exit_code == 0
+    record = run_nightly(home, load_settings(), NightlyConfig(train=FAST), embedder=embedder, log=lambda *a: None)
+    counts = record["counts"]
+    assert counts["feedback_questions"] == 60 and counts["feedback_users"] == 7
+    assert counts["feedback_train"] + counts["feedback_test"] == 60 and counts["feedback_test"] >= 10
+    assert counts["train_by_source"]["feedback"] == counts["feedback_train"]
+    assert record["metrics"]["feedback"]["queries"] == counts["feedback_test"]
+    listing = json.loads(CliRunner().invoke(cli, ["runs", "--json"]).output)
+    assert listing[-1]["id"] == record["id"] and listing[-1]["metrics"]["feedback"]["queries"] >= 10
+
+
+# -- the bot swaps adapters without a restart -----------------------------------------------------
+
+def test_hot_swap_never_shows_a_half_loaded_adapter(home, embedder):
+    from shared.retrieval import ActiveAdapter
+
+    registry = AdapterRegistry(home.adapters_dir)
+    rng = np.random.default_rng(0)
+    weights = {}
+    for _ in range(2):
+        w = np.eye(embedder.dim, dtype=np.float32) + 0.01 * rng.standard_normal((embedder.dim,) * 2).astype(np.float32)
+        v = registry.save(LinearAdapter(w, np.zeros(embedder.dim)), {"embedder": embedder.name,
+                                                                     "config": {"dim": embedder.dim}})
+        weights[v.name] = w
+    registry.activate("v0001")
+    active = ActiveAdapter(home, embedder)
+    stop = threading.Event()
+    bad = []
+
+    def reader():
+        while not stop.is_set():
+            name, adapter = active.current()
+            if name is None or not np.array_equal(adapter.weight, weights[name]):
+                bad.append(name)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(200):
+        registry.activate("v0002" if i % 2 == 0 else "v0001")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert bad == []
+    registry.activate("v0002")
+    assert active.current()[0] == "v0002"  # picked up at the next question, no restart
+
+
+def test_feedback_acts_at_once_between_nights(home, store_copy, embedder):
+    """A 👎 plus a click on the right source: the same question and a paraphrase find it in the top 3."""
+    from shared.answer import Answerer
+    from shared.feedback_memory import FeedbackMemory, MemoryLoader
+    from shared.qa import QAService
+    from shared.retrieval import open_searcher
+    from shared.vector_index import MemoryIndex
+
+    feedback = FeedbackStore(home)
+    memory = FeedbackMemory()
+    searcher = open_searcher(store_copy, embedder, home, index=MemoryIndex(store_copy), memory=memory)
+    qa = QAService(Answerer(searcher, load_settings(), k=5), feedback)
+    loader = MemoryLoader(memory, feedback, store_copy, embedder, home.root / "memory.json")
+    question = "Can I still use the database file while a checkpoint is running?"
+    asked = qa.ask(question, source="web", user_id="U1")
+    target = asked.answer.sources[-1]  # the user finds the right answer last in the list
+    assert target.rank == 5
+    qa.vote(asked.question_id, "U1", -1)
+    qa.source_click(asked.question_id, "U1", target.chunk_id, target.rank)
+    feedback.drain()
+    assert loader.refresh() and len(memory) == 1
+    for text in (question, "can I keep using the database file while a checkpoint runs"):
+        hits = searcher.search(text, 10).hits
+        assert target.chunk_id in [h.chunk.id for h in hits[:3]], text
+    unrelated = searcher.search("How do I use JSON functions?", 10).hits
+    assert target.chunk_id not in [h.chunk.id for h in unrelated]
