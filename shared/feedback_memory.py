@@ -53,26 +53,40 @@ class _Entries:
     vectors: np.ndarray  # (m, d) unit question embeddings
     positives: list[dict[int, float]]  # chunk id (rowid, or column in tuning) -> weight
     negatives: list[dict[int, float]]
+    names: list[frozenset[str]]  # the specific terms each question names
+
+
+def same_subject(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Two questions that name specific things must name mostly the same ones: "what does
+    SQLITE_OMIT_VIEW do" is not "what does SQLITE_OMIT_TRIGGER do", however close the embeddings."""
+    if not a or not b:
+        return True
+    return len(a & b) / len(a | b) >= 0.5
 
 
 class FeedbackMemory:
     """Labeled questions held in memory; ``rerank`` applies them to one question's candidates."""
 
-    def __init__(self, params: MemoryParams | None = None):
+    def __init__(self, params: MemoryParams | None = None, names: Callable[[str], frozenset[str]] | None = None):
         self.params = params or MemoryParams()
+        self.names = names  # question text -> the specific terms it names (see Names)
         self._entries: _Entries | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries.positives)
 
-    def set(self, vectors: np.ndarray, positives: list[dict[int, float]], negatives: list[dict[int, float]]) -> None:
-        entries = _Entries(np.asarray(vectors, dtype=np.float32).reshape(len(positives), -1), positives, negatives)
+    def set(self, vectors: np.ndarray, positives: list[dict[int, float]], negatives: list[dict[int, float]],
+            names: list[frozenset[str]] | None = None) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        names = names if names is not None else [frozenset()] * len(positives)
+        entries = _Entries(vectors.reshape(len(positives), vectors.shape[-1] if vectors.ndim > 1 else -1),
+                           positives, negatives, names)
         with self._lock:
             self._entries = entries  # one assignment: a search sees the old memory or the new one
 
-    def adjustments(self, query: np.ndarray) -> dict[int, float]:
-        """id -> score change for one query vector."""
+    def adjustments(self, query: np.ndarray, names: frozenset[str] = frozenset()) -> dict[int, float]:
+        """id -> score change for one query vector (and the specific terms its question names)."""
         entries, p = self._entries, self.params
         if entries is None or not len(entries.positives):
             return {}
@@ -80,6 +94,8 @@ class FeedbackMemory:
         near = np.nonzero(sims >= p.threshold)[0]
         out: dict[int, float] = {}
         for i in near:
+            if not same_subject(names, entries.names[i]):
+                continue
             w = float((sims[i] - p.threshold) / max(1e-6, 1.0 - p.threshold))
             for col, weight in entries.positives[i].items():
                 out[col] = out.get(col, 0.0) + p.boost * w * weight
@@ -88,10 +104,10 @@ class FeedbackMemory:
         return out
 
     def rerank(self, query: np.ndarray, candidates: list[tuple[int, float]], k: int,
-               score: Callable[[list[int]], list[float]]) -> list[tuple[int, float]]:
+               score: Callable[[list[int]], list[float]], names: frozenset[str] = frozenset()) -> list[tuple[int, float]]:
         """``candidates`` [(id, score)] plus the labeled ids of near questions (scored by ``score``),
         re-scored and cut to k. Ids are chunk rowids in search, matrix columns in tuning."""
-        adjust = self.adjustments(query)
+        adjust = self.adjustments(query, names)
         if not adjust:
             return list(candidates)[:k]
         merged = dict(candidates)
@@ -103,22 +119,24 @@ class FeedbackMemory:
 
 
 def rerank_ids(memory: FeedbackMemory, queries: np.ndarray, matrix: np.ndarray, k: int = 10,
-               depth: int = 100) -> list[list[int]]:
+               depth: int = 100, names: list[frozenset[str]] | None = None) -> list[list[int]]:
     """Column rankings for many queries with the memory applied (for tuning and evaluation)."""
     from .vector_index import top_k
 
     idx, vals = top_k(queries @ matrix.T, depth)
+    names = names if names is not None else [frozenset()] * len(queries)
     out = []
-    for q, cols, scores in zip(queries, idx, vals):
+    for q, cols, scores, n in zip(queries, idx, vals, names):
         score = lambda ids, q=q: list(map(float, matrix[ids] @ q))  # noqa: E731
-        ranked = memory.rerank(q, list(zip(map(int, cols), map(float, scores))), k, score)
+        ranked = memory.rerank(q, list(zip(map(int, cols), map(float, scores))), k, score, n)
         out.append([c for c, _ in ranked])
     return out
 
 
 def tune(labeled: np.ndarray, labeled_pos: list[dict[int, float]], probes: np.ndarray, probe_targets: list[set[int]],
          unrelated: np.ndarray, unrelated_targets: list[set[int]], matrix: np.ndarray,
-         grid=((0.7, 0.8, 0.85, 0.9), (0.1, 0.2, 0.3, 0.5)), noise: float = 0.005) -> tuple[MemoryParams, dict]:
+         labeled_names=None, probe_names=None, unrelated_names=None,
+         grid=((0.6, 0.7, 0.8, 0.9), (0.2, 0.5, 1.0)), noise: float = 0.005) -> tuple[MemoryParams, dict]:
     """Pick (threshold, boost) on held-out pairs: ``probes`` are new phrasings whose answers were labeled
     (via ``labeled``); ``unrelated`` questions must keep their hit@10 within ``noise``."""
     def hit(rankings, targets, n):
@@ -126,15 +144,15 @@ def tune(labeled: np.ndarray, labeled_pos: list[dict[int, float]], probes: np.nd
 
     negatives = [{} for _ in labeled_pos]
     base_memory = FeedbackMemory(MemoryParams(threshold=2.0))  # an empty effect: nothing is that close
-    base_unrelated = hit(rerank_ids(base_memory, unrelated, matrix), unrelated_targets, 10)
-    base_probe3 = hit(rerank_ids(base_memory, probes, matrix), probe_targets, 3)
+    base_unrelated = hit(rerank_ids(base_memory, unrelated, matrix, names=unrelated_names), unrelated_targets, 10)
+    base_probe3 = hit(rerank_ids(base_memory, probes, matrix, names=probe_names), probe_targets, 3)
     best, report = None, []
     for threshold in grid[0]:
         for boost in grid[1]:
             memory = FeedbackMemory(MemoryParams(threshold, boost, boost))
-            memory.set(labeled, labeled_pos, negatives)
-            probe3 = hit(rerank_ids(memory, probes, matrix), probe_targets, 3)
-            unrelated10 = hit(rerank_ids(memory, unrelated, matrix), unrelated_targets, 10)
+            memory.set(labeled, labeled_pos, negatives, labeled_names)
+            probe3 = hit(rerank_ids(memory, probes, matrix, names=probe_names), probe_targets, 3)
+            unrelated10 = hit(rerank_ids(memory, unrelated, matrix, names=unrelated_names), unrelated_targets, 10)
             ok = unrelated10 >= base_unrelated - noise
             report.append({"threshold": threshold, "boost": boost, "paraphrase_top3": round(probe3, 4),
                            "unrelated_hit10": round(unrelated10, 4), "allowed": ok})
@@ -143,6 +161,25 @@ def tune(labeled: np.ndarray, labeled_pos: list[dict[int, float]], probes: np.nd
     params = best[1] if best else MemoryParams()
     return params, {"base_paraphrase_top3": round(base_probe3, 4), "base_unrelated_hit10": round(base_unrelated, 4),
                     "grid": report, "chosen": asdict(params)}
+
+
+class Names:
+    """The specific terms a question names: words that at most 0.5% of chunks use."""
+
+    def __init__(self, store, share: float = 0.005):
+        from .search_text import terms
+
+        self._terms = terms
+        df: dict[str, int] = {}
+        with store.lock:
+            rows = store.conn.execute("SELECT title || ' ' || headings || ' ' || text FROM chunks").fetchall()
+        for (text,) in rows:
+            for term in set(terms(text)):
+                df[term] = df.get(term, 0) + 1
+        self.df, self.limit = df, max(2, int(share * len(rows)))
+
+    def __call__(self, text: str) -> frozenset[str]:
+        return frozenset(t for t in self._terms(text) if self.df.get(t, 0) <= self.limit)
 
 
 class MemoryLoader:
@@ -160,6 +197,8 @@ class MemoryLoader:
         self.policy = policy or FeedbackPolicy()
         self._key = None
         self._vectors: dict[str, np.ndarray] = {}
+        self.names = Names(store)
+        memory.names = self.names
 
     def refresh(self) -> bool:
         from .deep_memory.feedback_data import labeled_questions
@@ -183,7 +222,8 @@ class MemoryLoader:
         self.memory.params = MemoryParams.load(self.params_path)
         if questions:
             self.memory.set(np.stack([self._vectors[q.text] for q in questions]),
-                            [q.positives for q in questions], [q.negatives for q in questions])
+                            [q.positives for q in questions], [q.negatives for q in questions],
+                            [self.names(q.text) for q in questions])
         else:
             self.memory.set(np.zeros((0, self.embedder.dim), np.float32), [], [])
         self._key = key

@@ -79,8 +79,9 @@ class Searcher:
                       and self.index is not None)
         if use_memory:  # questions near labeled ones: their relevant chunks up, irrelevant ones down
             index, adapted = self.index, vector
+            names = self.memory.names(question) if self.memory.names is not None else frozenset()
             ranked = self.memory.rerank(plain, nearest(vector, max(k, 50)), k,
-                                        lambda ids: index.scores(adapted, ids))
+                                        lambda ids: index.scores(adapted, ids), names)
         elif mode == "vector":
             ranked = nearest(vector, k)
         elif mode == "hybrid":

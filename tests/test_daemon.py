@@ -186,8 +186,9 @@ def test_labels_become_weighted_capped_questions():
               row("q2", "a", 1, user="u3"), row("q2", "a", -1, user="u4"),  # cancel out
               *[row(f"s{i}", "a", 1, user="spammer", at=f"2026-01-{i + 1:02d}") for i in range(10)]]
     out = {q.question_id: q for q in labeled_questions(labels, row_of, FeedbackPolicy(per_user_cap=3))}
-    assert out["q1"].positives == {1: 1.0, 3: 4.0}  # a click at rank 4 weighs 4 (inverse propensity)
-    assert out["q1"].negatives == {2: 1.0}
+    # u1's vote covered two chunks (half each); a click at rank 4 weighs 4 (inverse propensity)
+    assert out["q1"].positives == {1: 0.5, 3: 4.0}
+    assert out["q1"].negatives == {2: 0.5}
     assert "q2" not in out
     assert sorted(q for q in out if q.startswith("s")) == ["s7", "s8", "s9"]  # the spammer's latest three
     train, test = split_feedback(list(out.values()), seed=0, test_share=0.3)

@@ -2,12 +2,12 @@
 
 - a click at rank r counts 1/P(examined | r) = r**eta (clipped at ``max_click_weight``): people
   click the top results whether or not they are the best, so a click far down says more;
-- a vote counts 1 for every chunk the answer cited; the signed weights of all users are summed
+- a vote counts 1, shared by the chunks the answer cited; the signed weights of all users are summed
   per (question, chunk): positive sums are relevant, negative sums not relevant;
 - each user counts for at most ``per_user_cap`` questions (their latest): one person cannot
   steer the model;
-- questions are split by a hash of their id: ``test_share`` of them are a held-out feedback test
-  set that is never trained on.
+- questions are split by a hash of their words: ``test_share`` of them are a held-out feedback
+  test set that is never trained on (a question asked twice is on one side only).
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
                 latest.append(qid)
         allowed.update((user, qid) for qid in latest[: policy.per_user_cap])
 
+    cited: dict[tuple[str, str], int] = defaultdict(int)  # a vote is shared by the chunks it covers
+    for row in labels:
+        if row["kind"] == "vote":
+            cited[(row["question_id"], row.get("user_id") or "?")] += 1
     sums: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     texts: dict[str, str] = {}
     users: dict[str, set[str]] = defaultdict(set)
@@ -59,7 +63,9 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
         if (user, qid) not in allowed or row.get("chunk_id") not in row_of:
             continue
         weight = 1.0
-        if row["kind"] == "click":
+        if row["kind"] == "vote":
+            weight = 1.0 / max(1, cited[(qid, user)])
+        elif row["kind"] == "click":
             rank = max(1, int(row.get("rank") or 1))
             weight = min(policy.max_click_weight, float(rank) ** policy.click_eta)
         sums[qid][row_of[row["chunk_id"]]] += weight * (1 if row["label"] > 0 else -1)
@@ -80,8 +86,10 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
 
 def split_feedback(questions: list[LabeledQuestion], seed: int, test_share: float
                    ) -> tuple[list[LabeledQuestion], list[LabeledQuestion]]:
+    """Split by the question's words, not its id: the same question asked twice lands on one side."""
     train, test = [], []
     for q in questions:
-        h = int.from_bytes(hashlib.sha256(f"feedback-{seed}\x1f{q.question_id}".encode()).digest()[:8], "big") / 2 ** 64
+        key = " ".join(q.text.lower().split()).strip(" ?!.")
+        h = int.from_bytes(hashlib.sha256(f"feedback-{seed}\x1f{key}".encode()).digest()[:8], "big") / 2 ** 64
         (test if h < test_share else train).append(q)
     return train, test

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..embedders import Embedder, make_embedder
 from ..feedback.store import FeedbackStore, now
-from ..feedback_memory import MemoryParams, tune
+from ..feedback_memory import MemoryParams, Names, tune
 from ..home import Home
 from ..metrics import per_query
 from ..questions import resolve_generator, synthetic_questions
@@ -80,12 +80,20 @@ def run_lock(home: Home):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _scores(rankings: list[list[int]], targets: list[list[frozenset[int]]]) -> np.ndarray:
-    """Per question: (hit@10 + MRR@10) / 2."""
+def _scores(rankings: list[list[int]], targets: list[list[frozenset[int]]],
+            avoid: list[frozenset[int]] | None = None) -> np.ndarray:
+    """Per question: (hit@10 + MRR@10) / 2 over its relevant chunks, averaged with the share of its
+    chunks labeled not relevant that stay out of the top 3 (when it has either)."""
     out = []
-    for r, t in zip(rankings, targets):
-        m = per_query(r, t, ks=(10,))
-        out.append((m["hit_rate@10"] + m["mrr@10"]) / 2)
+    avoid = avoid or [frozenset()] * len(rankings)
+    for r, t, bad in zip(rankings, targets, avoid):
+        parts = []
+        if t and any(t):
+            m = per_query(r, t, ks=(10,))
+            parts.append((m["hit_rate@10"] + m["mrr@10"]) / 2)
+        if bad:
+            parts.append(1.0 - len(bad & set(r[:3])) / len(bad))
+        out.append(float(np.mean(parts)) if parts else 0.0)
     return np.asarray(out, dtype=np.float64)
 
 
@@ -97,16 +105,23 @@ def paired_gain(challenger: np.ndarray, champion: np.ndarray) -> tuple[float, fl
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
-def _evaluate(index: MemoryIndex, vectors: np.ndarray, targets: list[list[frozenset[int]]], adapter) -> dict:
+def _evaluate(index: MemoryIndex, vectors: np.ndarray, targets: list[list[frozenset[int]]], adapter,
+              avoid: list[frozenset[int]] | None = None) -> dict:
     if not len(targets):
         return {"queries": 0}
     q = adapter(vectors) if adapter is not None else vectors
     ids, _ = index.search_many(q, 10)
     rankings = [list(map(int, row)) for row in ids]
-    scores = _scores(rankings, targets)
-    hits = [per_query(r, t, ks=(10,)) for r, t in zip(rankings, targets)]
-    return {"queries": len(targets), "hit_rate@10": float(np.mean([h["hit_rate@10"] for h in hits])),
-            "mrr@10": float(np.mean([h["mrr@10"] for h in hits])), "_scores": scores}
+    scores = _scores(rankings, targets, avoid)
+    hits = [per_query(r, t, ks=(10,)) for r, t in zip(rankings, targets) if t and any(t)]
+    out = {"queries": len(targets), "_scores": scores, "score": float(scores.mean())}
+    if hits:
+        out |= {"hit_rate@10": float(np.mean([h["hit_rate@10"] for h in hits])),
+                "mrr@10": float(np.mean([h["mrr@10"] for h in hits]))}
+    if avoid and any(avoid):
+        kept_out = [1.0 - len(b & set(r[:3])) / len(b) for r, b in zip(rankings, avoid) if b]
+        out["labeled_irrelevant_out_of_top3"] = float(np.mean(kept_out))
+    return out
 
 
 def decide(synthetic: dict, feedback: dict) -> tuple[bool, str]:
@@ -205,7 +220,6 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
 
         index = MemoryIndex(store)
         vec = {s: embedder.embed([e.text for e in getattr(data, s)]) for s in ("train", "val", "test")}
-        fb_test = [q for q in fb_test if q.positives]
         fb_vectors = embedder.embed([q.text for q in fb_test]) if fb_test else np.zeros((0, embedder.dim), np.float32)
 
         train_cfg = config.train or TrainConfig(seed=config.seed)
@@ -222,12 +236,14 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
             if meta.get("embedder") == embedder.name and meta.get("split", {}).get("salt") == spec.salt:
                 champion_name, champion = name, adapter
         syn_targets = [[frozenset(e.positives)] for e in data.test]
-        fb_targets = [[frozenset(q.positives)] for q in fb_test]
+        fb_targets = [[frozenset(q.positives)] if q.positives else [] for q in fb_test]
+        fb_avoid = [frozenset(q.negatives) for q in fb_test]
         sets = {}
-        for label, vectors, targets in (("synthetic", vec["test"], syn_targets), ("feedback", fb_vectors, fb_targets)):
-            base = _evaluate(index, vectors, targets, None)
-            champ = _evaluate(index, vectors, targets, champion) if champion is not None else base
-            chall = _evaluate(index, vectors, targets, result.adapter)
+        for label, vectors, targets, avoid in (("synthetic", vec["test"], syn_targets, None),
+                                               ("feedback", fb_vectors, fb_targets, fb_avoid)):
+            base = _evaluate(index, vectors, targets, None, avoid)
+            champ = _evaluate(index, vectors, targets, champion, avoid) if champion is not None else base
+            chall = _evaluate(index, vectors, targets, result.adapter, avoid)
             gain, noise = paired_gain(chall["_scores"], champ["_scores"]) if targets else (0.0, float("inf"))
             sets[label] = {"queries": len(targets), "gain": gain, "noise": noise,
                            "plain": {k: v for k, v in base.items() if not k.startswith("_")},
@@ -277,8 +293,12 @@ def _tune_memory(index: MemoryIndex, store: Store, embedder: Embedder, data: Dat
     if len(labeled_idx) < 5 or len(unrelated_idx) < 20:
         return MemoryParams(), {"note": "too few validation questions to tune; defaults kept"}
     cols = lambda e: {column_of[p]: 1.0 for p in e.positives if p in column_of}  # noqa: E731
+    names = Names(store)
+    named = lambda ids: [names(data.val[i].text) for i in ids]  # noqa: E731
     V = vec["val"]
     params, report = tune(V[labeled_idx], [cols(data.val[i]) for i in labeled_idx],
                           V[probe_idx], [set(cols(data.val[i])) for i in probe_idx],
-                          V[unrelated_idx], [set(cols(data.val[i])) for i in unrelated_idx], index.matrix)
+                          V[unrelated_idx], [set(cols(data.val[i])) for i in unrelated_idx], index.matrix,
+                          labeled_names=named(labeled_idx), probe_names=named(probe_idx),
+                          unrelated_names=named(unrelated_idx))
     return params, report
