@@ -90,10 +90,11 @@ def main() -> None:
         return float(np.mean([bool(set(top(e.text, 10)) & set(e.positives)) for e in examples]))
 
     before_unrelated = hit10(unrelated)
-    for e, right, rank in chosen:
-        asked = qa.ask(e.text, source="bench", user_id=f"U{rng.randrange(50)}")
-        qa.vote(asked.question_id, "U-bench", -1)
-        qa.source_click(asked.question_id, "U-bench", id_of[right], rank)
+    for i, (e, right, rank) in enumerate(chosen):
+        user = f"U{i:04d}"  # one user each: the per-user cap is not what is measured here
+        asked = qa.ask(e.text, source="bench", user_id=user)
+        qa.vote(asked.question_id, user, -1)
+        qa.source_click(asked.question_id, user, id_of[right], rank)
     feedback.drain()
     loader.refresh()
     same, rephrased = [], []
