@@ -118,19 +118,17 @@ async def main_async(home: Path) -> dict:
         results["ack_50_concurrent"] = await burst(session, url, api, 50, "a")
         print("50 concurrent:", results["ack_50_concurrent"])
 
-        # the same burst while a training job runs in this process, off the event loop
-        from shared.deep_memory.job import TrainOptions, run_training
+        # the same burst while the nightly job runs in this process, as `deepmem serve` runs it:
+        # in a worker thread, with one torch thread
+        from shared.deep_memory.nightly import NightlyConfig, run_nightly
         from shared.home import Home
 
         train_home = Home.open(tempfile.mkdtemp(prefix="deepmem-bench-train-"))
         shutil.copy(home / "store.db", train_home.store_path)
-        from shared.store import Store
-
-        train_store = Store.open(train_home.store_path)
         settings = load_settings(home=str(train_home.root))
         job = asyncio.create_task(asyncio.to_thread(
-            run_training, train_store, runtime.embedder, train_home, settings,
-            TrainOptions(generator="offline", activate="never", progress=False), lambda *a: None))
+            run_nightly, train_home, settings, NightlyConfig(trigger="bench"), embedder=runtime.embedder,
+            log=lambda *a: None))
         await asyncio.sleep(8)  # into the epochs
         results["ack_50_concurrent_during_training"] = await burst(session, url, api, 50, "b")
         results["ack_50_concurrent_during_training"]["training_was_running"] = not job.done()

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,7 +28,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.common import machine, peak_rss_mb, percentile, save  # noqa: E402
 from shared.deep_memory.evaluate import evaluate_files  # noqa: E402
 from shared.deep_memory.job import TrainOptions, run_training  # noqa: E402
-from shared.deep_memory.trainer import TrainConfig  # noqa: E402
 from shared.embedders import make_embedder  # noqa: E402
 from shared.evaluation import format_table  # noqa: E402
 from shared.home import Home  # noqa: E402
@@ -71,7 +69,7 @@ def main() -> None:
     main_report, main_seconds = train()
     rss_after = peak_rss_mb()
     print(format_table(main_report.comparisons))
-    synthetic, faq = main_report.comparisons[0], main_report.comparisons[1]
+    synthetic = main_report.comparisons[0]
 
     section_report, _ = train(split_by="section")
     print(format_table(section_report.comparisons[:1]))

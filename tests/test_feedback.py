@@ -81,7 +81,6 @@ def test_drain_is_idempotent_after_a_crash(tmp_path):
 
 
 def test_import_export_and_forget(store_copy, tmp_path):
-    home = Home.open(store_copy.path.parent)
     cid = store_copy.conn.execute("SELECT id FROM chunks WHERE url LIKE '%autoinc.html#summary' LIMIT 1").fetchone()[0]
     labels = tmp_path / "labels.jsonl"
     labels.write_text("\n".join(json.dumps(x) for x in [

@@ -18,7 +18,6 @@ from ..embedders import Embedder
 from ..errors import DeepmemError, EmptyStore
 from ..evaluation import Comparison, evaluate
 from ..home import Home
-from ..metrics import KS
 from ..queries import Resolver, load_queries
 from ..questions import resolve_generator, synthetic_questions
 from ..settings import Settings

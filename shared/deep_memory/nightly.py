@@ -37,7 +37,7 @@ from ..metrics import per_query
 from ..questions import resolve_generator, synthetic_questions
 from ..settings import Settings
 from ..store import Store
-from ..vector_index import MemoryIndex, top_k
+from ..vector_index import MemoryIndex
 from .dataset import Dataset, Example, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy, labeled_questions, split_feedback
 from .trainer import TrainConfig, train_adapter

@@ -18,6 +18,7 @@ from .base import Embedder, normalize
 __all__ = ["LocalEmbedder", "bundled_model_path"]
 
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+SLICE = 128  # texts embedded per turn of the lock
 
 
 def bundled_model_path() -> Path:
@@ -71,11 +72,22 @@ class LocalEmbedder(Embedder):
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            vectors = self._model.encode(list(texts), batch_size=batch_size, show_progress_bar=progress,
-                                         convert_to_numpy=False, convert_to_tensor=True, normalize_embeddings=False)
-            vectors = vectors.float().cpu().numpy()
-        return normalize(vectors)
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        parts = []
+        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress, leave=False)
+        # the lock is taken per slice, so a question from the bot waits for one slice of a big
+        # batch (a training run embedding thousands of questions), not for all of it
+        for start in range(0, len(texts), SLICE):
+            with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                part = self._model.encode(texts[start:start + SLICE], batch_size=batch_size,
+                                          show_progress_bar=False, convert_to_numpy=False, convert_to_tensor=True,
+                                          normalize_embeddings=False)
+                parts.append(part.float().cpu().numpy())
+            bar.update(len(parts[-1]))
+        bar.close()
+        return normalize(np.vstack(parts))
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])

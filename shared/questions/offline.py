@@ -173,7 +173,7 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
             elif 1 <= len(label.split()) <= 6 and label.lower() not in GENERIC_LABELS:
                 phrase = lemmatizer.natural(label)
                 be = "are" if plural(phrase) else "is"
-                add(clean_question(rng.choice([f"What {be} {{0}}?", f"How do {{0}} work?" if be == "are"
+                add(clean_question(rng.choice([f"What {be} {{0}}?", "How do {0} work?" if be == "are"
                                                else "How does {0} work?"]).format(phrase)),
                     members, "link_name", page_url)
 
