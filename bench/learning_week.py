@@ -14,7 +14,8 @@ Three fixed evaluation sets, disjoint from the questions asked:
 are asked by 40 simulated users through the bot's answer path (QAService.ask: retrieval with the
 active adapter and the feedback memory, an extractive answer with citations). A user who sees the
 right chunk among the cited sources clicks it (and sometimes presses 👍); one who does not presses
-👎. Noise: 30% of users do nothing, 5% misclick (they click a wrong cited source, or vote the wrong
+👎 and is offered the other retrieved sections (as the bot does): 70% look, and click the right one
+when it is there. Noise: 30% of users do nothing, 5% misclick (they click a wrong cited source, or vote the wrong
 way). After each day the nightly job runs (synthetic questions plus all feedback so far).
 
 After each night: hit@10 and MRR@10 on the fixed evaluation questions (paraphrases of the topics
@@ -172,6 +173,18 @@ def main() -> None:
             else:
                 qa.vote(asked.question_id, user, +1 if misclick else -1)
                 stats["thumbs_down" if not misclick else "misvoted"] += 1
+                if misclick or rng.random() < 0.30:
+                    continue  # 30% of those who press 👎 do not look at the sections offered after it
+                offered = qa.other_sources(asked.question_id)
+                found = [s for s in offered if row_of.get(s.chunk_id) in target]
+                if found and rng.random() >= 0.05:
+                    qa.source_click(asked.question_id, user, found[0].chunk_id, found[0].rank)
+                    stats["found_after_thumbs_down"] += 1
+                elif offered and found:  # a misclick among the offered sections
+                    wrong = [s for s in offered if s not in found]
+                    if wrong:
+                        qa.source_click(asked.question_id, user, wrong[0].chunk_id, wrong[0].rank)
+                        stats["misclicked_after_thumbs_down"] += 1
         feedback.drain()
         record = run_nightly(home, settings, NightlyConfig(trigger=f"night-{day}"), embedder=embedder, log=log)
         row = snapshot(day, record) | {"day_feedback": dict(stats), "nightly": {
@@ -184,7 +197,7 @@ def main() -> None:
     worst_drop = min(b["rephrased"]["hit@10"] - a["rephrased"]["hit@10"] for a, b in zip(curve, curve[1:]))
     save("learning_week", {
         "machine": machine(), "days": args.days, "questions_per_day": args.per_day, "users": len(users),
-        "noise": {"silent": 0.30, "misclick": 0.05}, "seconds": round(time.perf_counter() - started, 1),
+        "noise": {"silent": 0.30, "misclick": 0.05, "ignore_offered_sections": 0.30}, "seconds": round(time.perf_counter() - started, 1),
         "pool": {"asked": len(week), "eval_rephrased": len(eval_rephrased), "eval_same_answers": len(eval_asked),
                  "eval_unasked_topics": len(eval_unasked)},
         "curve": curve,

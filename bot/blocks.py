@@ -1,4 +1,5 @@
-"""Block Kit for an answer: the text, the sources as link buttons, and 👍 / 👎 buttons."""
+"""Block Kit for an answer (the text, the sources as link buttons, 👍 / 👎 buttons) and for the
+sections offered after a 👎."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import json
 
 from shared.answer import Answer
 
-__all__ = ["answer_blocks", "escape", "parse_value"]
+__all__ = ["answer_blocks", "other_sources_blocks", "escape", "parse_value"]
 
 MAX_TEXT = 2900  # a section block holds 3000 characters
+MAX_OFFERED = 10  # an actions block holds 25 elements; the answer retrieves 10 sections in all
 
 
 def escape(text: str) -> str:
@@ -30,19 +32,24 @@ def parse_value(value: str) -> dict:
         return {}
 
 
-def answer_blocks(question_id: str, answer: Answer) -> list[dict]:
-    text = escape(answer.text)
-    if len(text) > MAX_TEXT:
-        text = text[:MAX_TEXT] + "…"
-    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
-    shown = answer.cited_sources or answer.sources[:3]
+def _source_buttons(question_id: str, sources) -> list[dict]:
+    """Link buttons: a click opens the section and reaches the app as a block action."""
     buttons = []
-    for s in shown:
+    for s in sources:
         if not s.url.startswith(("http://", "https://")):
             continue  # a folder ingested without --base-url has no address to open
         buttons.append({"type": "button", "text": {"type": "plain_text", "text": _label(s), "emoji": False},
                         "url": s.url, "action_id": f"source_{s.n}",
                         "value": json.dumps({"q": question_id, "c": s.chunk_id, "r": s.rank})})
+    return buttons
+
+
+def answer_blocks(question_id: str, answer: Answer) -> list[dict]:
+    text = escape(answer.text)
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + "…"
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    buttons = _source_buttons(question_id, answer.shown_sources)
     if buttons:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "*Sources*"}]})
         blocks.append({"type": "actions", "block_id": "sources", "elements": buttons[:5]})
@@ -55,3 +62,14 @@ def answer_blocks(question_id: str, answer: Answer) -> list[dict]:
     note = f"deep memory {answer.adapter}" if answer.adapter else "plain search"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"{note} · {answer.mode} answer"}]})
     return blocks
+
+
+def other_sources_blocks(question_id: str, sources) -> list[dict] | None:
+    """After a 👎: the retrieved sections the answer did not show. A click on the right one is the
+    most useful feedback there is (it says what the answer should have been)."""
+    buttons = _source_buttons(question_id, sources)
+    if not buttons:
+        return None
+    return [{"type": "section", "text": {"type": "mrkdwn",
+                                         "text": "Sorry that missed. Is the answer in one of these sections?"}},
+            {"type": "actions", "block_id": "more_sources", "elements": buttons[:MAX_OFFERED]}]

@@ -2,7 +2,9 @@
 
 - A mention, a DM, a follow-up in a thread the bot answered, or `/ask` gets an answer in the
   thread: the text, the sources as link buttons, 👍 / 👎 buttons.
-- Buttons, source clicks and reactions on an answer become feedback events.
+- Buttons, source clicks and reactions on an answer become feedback events. After a 👎 (button
+  or reaction) the user is shown, privately in the thread, the retrieved sections the answer did
+  not show: a click on the right one tells what the answer should have been.
 - Slack is acknowledged at once; retrieval and generation run afterwards, off the event loop.
 - A retried or duplicated delivery is answered once: events are remembered by their id.
 - The bot ignores itself (Bolt) and every other bot (a middleware here).
@@ -26,7 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from shared.qa import QAService, reaction_value
 from shared.settings import Settings
 
-from .blocks import answer_blocks, parse_value
+from .blocks import answer_blocks, other_sources_blocks, parse_value
 
 __all__ = ["build_slack_app", "SeenKeys"]
 
@@ -181,21 +183,39 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
 
     app.command("/ask")(ack=ack_ask, lazy=[run_ask])
 
-    async def vote(ack, body, value: int):
+    async def offer_other_sources(client, question: str, user: str, channel: str | None, thread_ts: str | None):
+        if not channel or not thread_ts or not deliveries.first_time(f"offered:{question}:{user}"):
+            return
+        try:
+            sources = await asyncio.to_thread(qa.other_sources, question)
+            blocks = other_sources_blocks(question, sources)
+            if blocks:
+                await client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, blocks=blocks,
+                                                text="Is the answer in one of these sections?")
+        except Exception as exc:  # the vote is recorded; the offer is a courtesy
+            log.info("could not offer other sources: %s", exc.__class__.__name__)
+
+    async def vote(ack, body, client, value: int):
         await ack()
         action = body["actions"][0]
         user = body["user"]["id"]
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
-        if deliveries.first_time(key):
-            await asyncio.to_thread(qa.vote, action["value"], user, value, via="button", event_id=key)
+        if not deliveries.first_time(key):
+            return
+        await asyncio.to_thread(qa.vote, action["value"], user, value, via="button", event_id=key)
+        if value < 0:
+            message = body.get("message") or {}
+            channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+            await offer_other_sources(client, action["value"], user, channel,
+                                      message.get("thread_ts") or message.get("ts"))
 
     @app.action("vote_up")
-    async def on_up(ack, body):
-        await vote(ack, body, +1)
+    async def on_up(ack, body, client):
+        await vote(ack, body, client, +1)
 
     @app.action("vote_down")
-    async def on_down(ack, body):
-        await vote(ack, body, -1)
+    async def on_down(ack, body, client):
+        await vote(ack, body, client, -1)
 
     @app.action(re.compile(r"^source_\d+$"))
     async def on_source(ack, body):
@@ -213,7 +233,7 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
         rows = await asyncio.to_thread(qa.feedback.rows, "SELECT id FROM questions WHERE message_ts = ?", [ts])
         return rows[0]["id"] if rows else None
 
-    async def reaction(body, event, added: bool):
+    async def reaction(body, event, client, added: bool):
         item = event.get("item") or {}
         name = (event.get("reaction") or "").split("::", 1)[0]
         value = reaction_value(name)
@@ -226,14 +246,19 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
         if question:
             await asyncio.to_thread(qa.vote, question, event["user"], value if added else 0,
                                     via=f"reaction:{name}", event_id=key)
+            if added and value < 0:
+                thread = await asyncio.to_thread(
+                    qa.feedback.rows, "SELECT thread_ts FROM questions WHERE id = ?", [question])
+                await offer_other_sources(client, question, event["user"], item.get("channel"),
+                                          (thread[0]["thread_ts"] if thread else None) or item.get("ts"))
 
     @app.event("reaction_added")
-    async def on_reaction_added(body, event):
-        await reaction(body, event, True)
+    async def on_reaction_added(body, event, client):
+        await reaction(body, event, client, True)
 
     @app.event("reaction_removed")
-    async def on_reaction_removed(body, event):
-        await reaction(body, event, False)
+    async def on_reaction_removed(body, event, client):
+        await reaction(body, event, client, False)
 
     @app.error
     async def on_error(error, body):

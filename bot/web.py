@@ -2,7 +2,8 @@
 
 Served on 127.0.0.1 by default. A POST must carry the page's random token (another web site
 cannot post to it), and the Host header must be this server (no DNS rebinding). Source links
-go through /go/<question>/<n>, which records the click and redirects to the section.
+go through /go/<question>/<n>, which records the click and redirects to the section. A 👎
+answers with the retrieved sections the answer did not show, for the user to pick the right one.
 """
 
 from __future__ import annotations
@@ -86,9 +87,12 @@ def add_chat_routes(app: web.Application, qa: QAService, *, bind_host: str) -> N
         while len(answers) > 5000:
             answers.pop(next(iter(answers)))
         out = asked.answer.to_dict() | {"question_id": asked.question_id}
-        for s in out["sources"]:
-            s["href"] = f"/go/{asked.question_id}/{s['n']}" if urlsplit(s["url"]).scheme in ("http", "https") else None
+        for s in out["sources"] + out["more"]:
+            s["href"] = href(asked.question_id, s)
         return web.json_response(out)
+
+    def href(qid: str, source: dict) -> str | None:
+        return f"/go/{qid}/{source['n']}" if urlsplit(source["url"]).scheme in ("http", "https") else None
 
     async def vote(request: web.Request):
         check(request)
@@ -99,7 +103,10 @@ def add_chat_routes(app: web.Application, qa: QAService, *, bind_host: str) -> N
         if value not in (1, -1, 0):
             return error(400, "value must be 1, -1 or 0")
         await asyncio.to_thread(qa.vote, qid, visitor(request), value, via="button")
-        return web.json_response({"ok": True})
+        if value >= 0:
+            return web.json_response({"ok": True})
+        others = [s.to_dict() for s in answers[qid].other_sources]
+        return web.json_response({"ok": True, "other_sources": [s | {"href": href(qid, s)} for s in others]})
 
     async def go(request: web.Request):
         check(request)
@@ -107,7 +114,7 @@ def add_chat_routes(app: web.Application, qa: QAService, *, bind_host: str) -> N
         answer = answers.get(qid)
         try:
             n = int(request.match_info["n"])
-            source = next(s for s in answer.sources if s.n == n) if answer else None
+            source = next(s for s in [*answer.sources, *answer.more] if s.n == n) if answer else None
         except (ValueError, StopIteration):
             source = None
         if source is None or urlsplit(source.url).scheme not in ("http", "https"):

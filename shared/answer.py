@@ -31,6 +31,7 @@ CONTEXT_WINDOWS = {"gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4.1": 1_000_0
                    "gpt-4.1-nano": 1_000_000, "gpt-4-turbo": 128_000, "gpt-4": 8_192, "gpt-3.5-turbo": 16_385}
 DEFAULT_WINDOW = 8_192
 ANSWER_TOKENS = 600
+SHOWN = 3  # sources shown under an answer that cites none
 NOT_FOUND_SCORE = 0.25  # below this cosine the best passage is unlikely to answer anything
 CITE = re.compile(r"\[(\d{1,2})\]")
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'`])")
@@ -60,6 +61,7 @@ class Answer:
     adapter: str | None
     hits: list[Hit]
     base_hits: list[Hit] | None = None
+    more: list[Citation] = field(default_factory=list)  # retrieved after the answer's sources, offered after a 👎
     timings: dict = field(default_factory=dict)
     error: str | None = None
 
@@ -67,9 +69,21 @@ class Answer:
     def cited_sources(self) -> list[Citation]:
         return [s for s in self.sources if s.n in self.cited]
 
+    @property
+    def shown_sources(self) -> list[Citation]:
+        """The sources shown under the answer: those it cites, or the first three."""
+        return self.cited_sources or self.sources[:SHOWN]
+
+    @property
+    def other_sources(self) -> list[Citation]:
+        """What a user who found no answer is offered next: every retrieved section not shown yet."""
+        shown = {s.n for s in self.shown_sources}
+        return [s for s in [*self.sources, *self.more] if s.n not in shown]
+
     def to_dict(self) -> dict:
         return {"question": self.question, "answer": self.text, "mode": self.mode, "adapter": self.adapter,
                 "sources": [s.to_dict() | {"cited": s.n in self.cited} for s in self.sources],
+                "shown": [s.n for s in self.shown_sources], "more": [s.to_dict() for s in self.more],
                 "timings": {k: round(v, 2) for k, v in self.timings.items()}, "error": self.error}
 
 
@@ -80,10 +94,12 @@ def _search_text(question: str, history: list[tuple[str, str]]) -> str:
 
 
 class Answerer:
-    def __init__(self, searcher: Searcher, settings: Settings, k: int = 5, with_base: bool = True):
+    def __init__(self, searcher: Searcher, settings: Settings, k: int = 5, more: int = 5, with_base: bool = True):
+        """``k`` passages go to the answer; ``more`` are retrieved after them, to offer after a 👎."""
         self.searcher = searcher
         self.settings = settings
         self.k = k
+        self.more = more
         self.with_base = with_base
         self._client = None
 
@@ -92,19 +108,21 @@ class Answerer:
         text = _search_text(question, list(history))
         t0 = time.perf_counter()
         vector = self.searcher.embedder.embed_query(text)
-        result = self.searcher.search(text, self.k, vector=vector)
+        result = self.searcher.search(text, self.k + self.more, vector=vector)
         base = None
         if self.with_base and result.adapter is not None:  # the same embedding, without the adapter: cheap
-            base = self.searcher.search(text, self.k, vector=vector, deep_memory=False).hits
+            base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False).hits
         return result.hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}
 
     # -- answering ------------------------------------------------------------------------
     def answer(self, question: str, history: list[tuple[str, str]] = ()) -> Answer:
         started = time.perf_counter()
-        hits, base, adapter, timings = self.retrieve(question, history)
-        sources = [Citation(n=i + 1, chunk_id=h.chunk.id, url=h.chunk.url, title=h.chunk.title,
-                            heading_path=" > ".join(x for x in h.chunk.headings if x != h.chunk.title),
-                            rank=h.rank, score=h.score) for i, h in enumerate(hits)]
+        retrieved, base, adapter, timings = self.retrieve(question, history)
+        hits = retrieved[:self.k]
+        citations = [Citation(n=i + 1, chunk_id=h.chunk.id, url=h.chunk.url, title=h.chunk.title,
+                              heading_path=" > ".join(x for x in h.chunk.headings if x != h.chunk.title),
+                              rank=h.rank, score=h.score) for i, h in enumerate(retrieved)]
+        sources, more = citations[:self.k], citations[self.k:]
         error = None
         if self.settings.llm_configured and hits:
             t = time.perf_counter()
@@ -120,7 +138,7 @@ class Answerer:
         cited = sorted({int(n) for n in CITE.findall(text) if 1 <= int(n) <= len(sources)})
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
         return Answer(question=question, text=text, sources=sources, cited=cited, mode=mode, adapter=adapter,
-                      hits=hits, base_hits=base, timings=timings, error=error)
+                      hits=hits, base_hits=base, more=more, timings=timings, error=error)
 
     def _extractive(self, question: str, hits: list[Hit]) -> str:
         if not hits:

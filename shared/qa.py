@@ -1,18 +1,22 @@
 """The answer path shared by every front end (Slack, the local chat, benchmarks).
 
 ``ask`` answers a question and records it: who asked where, what was retrieved (with and
-without deep memory), which adapter answered, the answer and its latency. ``feedback``
-records a vote, a reaction or a source click. Recording goes through the feedback spool, so it
+without deep memory), which adapter answered, the answer and its latency. ``vote`` and
+``source_click`` record a vote, a reaction or a click on a source; ``other_sources`` gives what
+to offer a user who found no answer (the retrieved sections not shown yet), so that a 👎 can be
+followed by a click on the right section. Recording goes through the feedback spool, so it
 never blocks on the database and never loses an event.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from .answer import Answer, Answerer
+from .answer import Answer, Answerer, Citation
 from .feedback.store import FeedbackStore, now
 
 __all__ = ["QAService", "Asked", "reaction_value"]
@@ -34,9 +38,43 @@ class Asked:
 
 
 class QAService:
+    RECENT = 5000  # answers kept in memory for the follow-ups on them
+
     def __init__(self, answerer: Answerer, feedback: FeedbackStore):
         self.answerer = answerer
         self.feedback = feedback
+        self._recent: OrderedDict[str, Answer] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def _remember(self, question_id: str, answer: Answer) -> None:
+        with self._recent_lock:
+            self._recent[question_id] = answer
+            while len(self._recent) > self.RECENT:
+                self._recent.popitem(last=False)
+
+    def recent(self, question_id: str) -> Answer | None:
+        with self._recent_lock:
+            return self._recent.get(question_id)
+
+    def other_sources(self, question_id: str) -> list[Citation]:
+        """The retrieved sections the answer did not show, best first. From memory for recent answers,
+        otherwise from the recorded retrieval (after a restart); empty for an unknown question."""
+        answer = self.recent(question_id)
+        if answer is not None:
+            return answer.other_sources
+        rows = self.feedback.rows("SELECT rank, chunk_id, url, score, cited FROM retrievals "
+                                  "WHERE question_id = ? AND variant = 'answer' ORDER BY rank", [question_id])
+        shown = {r["rank"] for r in rows if r["cited"]} or {r["rank"] for r in rows[:3]}
+        chunks = self.answerer.searcher.store.chunks_by_id([r["chunk_id"] for r in rows])
+        out = []
+        for n, row in enumerate(rows, start=1):
+            chunk = chunks.get(row["chunk_id"])
+            if row["rank"] in shown or chunk is None:  # a chunk re-ingested away since is not offered
+                continue
+            out.append(Citation(n=n, chunk_id=row["chunk_id"], url=row["url"], title=chunk.title,
+                                heading_path=" > ".join(x for x in chunk.headings if x != chunk.title),
+                                rank=row["rank"], score=row["score"]))
+        return out
 
     def ask(self, text: str, *, source: str, user_id: str | None, history: list[tuple[str, str]] = (),
             team_id: str | None = None, channel_id: str | None = None, thread_ts: str | None = None,
@@ -53,13 +91,14 @@ class QAService:
                                       latency_ms=(time.perf_counter() - started) * 1e3, error=answer.error),
             FeedbackStore.retrievals_op(question_id, "answer", [
                 {"rank": s.rank, "chunk_id": s.chunk_id, "url": s.url, "score": s.score, "cited": s.n in answer.cited}
-                for s in answer.sources]),
+                for s in [*answer.sources, *answer.more]]),
         ]
         if answer.base_hits is not None:
             ops.append(FeedbackStore.retrievals_op(question_id, "base", [
                 {"rank": h.rank, "chunk_id": h.chunk.id, "url": h.chunk.url, "score": h.score, "cited": False}
                 for h in answer.base_hits]))
         self.feedback.record(ops)
+        self._remember(question_id, answer)
         return Asked(question_id=question_id, answer=answer)
 
     def posted(self, question_id: str, message_ts: str) -> None:

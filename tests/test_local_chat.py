@@ -74,15 +74,28 @@ def test_ask_see_cited_answer_vote_and_find_the_label(server, store_copy):
         page.click("#send")
         page.locator(".msg.bot").nth(1).wait_for(timeout=60_000)
         assert page.locator(".msg.user img").count() == 0
+        # 👎 on it: the sections the answer did not show are offered; the user opens one of them
+        second = page.locator(".msg.bot").nth(1)
+        shown = second.locator(".sources:not(.others) a").evaluate_all("els => els.map(e => e.href)")
+        second.locator(".votes button[aria-label='not helpful']").click()
+        second.locator(".others a").first.wait_for(timeout=10_000)
+        assert "one of these sections" in second.locator(".others").inner_text()
+        offered = second.locator(".others a").evaluate_all("els => els.map(e => [e.href, e.title])")
+        assert len(offered) >= 3 and not {h for h, _ in offered} & set(shown)
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            opener.open(urllib.request.Request(offered[-1][0]))
+        assert redirect.value.headers["Location"] == offered[-1][1]
         browser.close()
     time.sleep(1.5)  # the server drains its spool every second
     result = CliRunner().invoke(cli, ["feedback", "export", "--json"], catch_exceptions=False)
     labels = json.loads(result.output)
     votes = [l for l in labels if l["kind"] == "vote"]
-    assert votes and all(l["label"] == 1 and l["user_id"].startswith("local:") for l in votes)
-    assert votes[0]["question"] == "How do I create an AUTOINCREMENT column?"
+    assert votes and all(l["user_id"].startswith("local:") for l in votes)
+    by_question = {(l["question"], l["label"]) for l in votes}
+    assert by_question == {("How do I create an AUTOINCREMENT column?", 1), ("<img src=x onerror=alert(1)> what is WAL?", -1)}
     events = json.loads(CliRunner().invoke(cli, ["feedback", "export", "--what", "events", "--json"]).output)
-    assert any(e["kind"] == "source_click" for e in events)
+    clicks = [e for e in events if e["kind"] == "source_click"]
+    assert len(clicks) == 2 and clicks[-1]["rank"] > 3  # the second was found among the sections offered after 👎
 
 
 def test_the_chat_refuses_foreign_origins_and_missing_tokens(server):

@@ -41,9 +41,9 @@ class Harness:
         self.n += 1
         return await self.post(event_body(event, event_id or f"Ev{self.n:04d}"), **kw)
 
-    async def action(self, action_id: str, value: str, user="U_ALICE", action_ts=None):
+    async def action(self, action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None):
         payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": user}, "api_app_id": "A0001",
-                   "trigger_id": f"tr{time.time_ns()}", "container": {"type": "message"},
+                   "trigger_id": f"tr{time.time_ns()}", "container": {"type": "message"}, "message": message or {},
                    "channel": {"id": "C1"}, "actions": [{"action_id": action_id, "block_id": "b", "value": value,
                                                         "type": "button",
                                                         "action_ts": action_ts or f"{time.time():.6f}"}]}
@@ -108,7 +108,8 @@ async def test_mention_is_acked_fast_and_answered_in_the_thread(slack):
     assert q["text"] == "How do I create an AUTOINCREMENT column?" and q["message_ts"]
     assert q["answer_mode"] == "extractive" and q["latency_ms"] > 0
     retrieved = slack.feedback().rows("SELECT * FROM retrievals WHERE question_id = ? ORDER BY rank", [q["id"]])
-    assert len(retrieved) == 5 and retrieved[0]["rank"] == 1 and any(r["cited"] for r in retrieved)
+    # the answer's five passages and five more, offered after a 👎
+    assert len(retrieved) == 10 and retrieved[0]["rank"] == 1 and any(r["cited"] for r in retrieved)
 
 
 async def test_retries_and_duplicates_give_one_answer(slack):
@@ -213,6 +214,45 @@ async def test_buttons_reactions_and_clicks_become_labels(slack):
     assert clicks[0]["chunk_id"] == json.loads(source_button["value"])["c"]
     events = slack.feedback().events()
     assert len([e for e in events if e["kind"] == "vote"]) == 2  # the duplicate delivery was stored once
+
+
+async def test_a_thumbs_down_offers_the_other_sections_and_a_click_there_is_a_label(slack):
+    await slack.event(mention("What happens when the largest ROWID is used?", ts="1700000300.000001"))
+    post = (await slack.wait_posts(1))[0]
+    await asyncio.sleep(0.3)
+    question = slack.feedback().questions()[0]
+    shown = {json.loads(e["value"])["c"] for e in
+             next(b for b in post["blocks"] if b.get("block_id") == "sources")["elements"]}
+    message = {"ts": question["message_ts"], "thread_ts": "1700000300.000001"}
+    await slack.action("vote_down", question["id"], user="U_DAVE", action_ts="444.4", message=message)
+    offer = (await slack.wait_posts(1, "chat.postEphemeral"))[0]
+    assert offer["user"] == "U_DAVE" and offer["channel"] == "C1" and offer["thread_ts"] == "1700000300.000001"
+    buttons = next(b for b in offer["blocks"] if b.get("block_id") == "more_sources")["elements"]
+    offered = [json.loads(b["value"]) for b in buttons]
+    # every retrieved section not shown under the answer, best first, none shown twice
+    retrieved = slack.feedback().rows("SELECT chunk_id, rank FROM retrievals WHERE question_id = ? AND "
+                                      "variant = 'answer' ORDER BY rank", [question["id"]])
+    assert [o["c"] for o in offered] == [r["chunk_id"] for r in retrieved if r["chunk_id"] not in shown]
+    assert not shown & {o["c"] for o in offered} and all(b["url"].startswith("https://sqlite.org/") for b in buttons)
+    # a second 👎 by the same user (a reaction) is not offered again
+    reaction = {"type": "reaction_added", "user": "U_DAVE", "reaction": "thumbsdown", "event_ts": "444.5",
+                "item": {"type": "message", "channel": "C1", "ts": question["message_ts"]}}
+    await slack.event(reaction)
+    # Dave finds the right section among them: a relevant label at the rank it was retrieved at
+    pick = buttons[-1]
+    await slack.action(pick["action_id"], pick["value"], user="U_DAVE")
+    await asyncio.sleep(0.5)
+    assert len(slack.api.posts("chat.postEphemeral")) == 1
+    clicks = [l for l in slack.feedback().labels() if l["kind"] == "click"]
+    assert [(c["chunk_id"], c["rank"], c["label"]) for c in clicks] == [(offered[-1]["c"], offered[-1]["r"], 1)]
+    assert offered[-1]["r"] > 3
+    # after a restart (nothing in memory) the offer comes from the recorded retrieval
+    from shared.qa import QAService
+
+    restarted = QAService(slack.runtime.qa.answerer, slack.feedback())
+    assert [(s.chunk_id, s.rank) for s in restarted.other_sources(question["id"])] == \
+        [(o["c"], o["r"]) for o in offered]
+    assert restarted.other_sources("no-such-question") == []
 
 
 async def test_llm_answers_cite_sources_over_an_openai_compatible_server(store_copy, openai_server, monkeypatch):

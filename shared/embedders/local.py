@@ -18,7 +18,8 @@ from .base import Embedder, normalize
 __all__ = ["LocalEmbedder", "bundled_model_path"]
 
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-SLICE = 128  # texts embedded per turn of the lock
+SLICE = 64  # texts of a big batch embedded per turn of the lock
+INTERACTIVE = 4  # calls with at most this many texts (a question) go before waiting batch slices
 
 
 def bundled_model_path() -> Path:
@@ -63,31 +64,49 @@ class LocalEmbedder(Embedder):
         self.max_tokens = int(self._model.max_seq_length)
         self._tokenizer = self._model.tokenizer
         self._lock = threading.Lock()  # torch modules are not meant to run two forwards at once
+        self._queries = threading.Condition()  # counts questions waiting for the model
+        self._waiting = 0
         if precision not in ("auto", "fp32", "bf16"):
             raise EmbeddingError(f"unknown precision {precision!r} (auto, fp32 or bf16)")
         self.bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and cpu_has_bf16())
 
     def embed(self, texts: list[str], *, batch_size: int = 16, progress: bool = False) -> np.ndarray:
-        import torch
-
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        texts = list(texts)
+        if len(texts) <= INTERACTIVE:
+            return self._embed_now(texts, batch_size)
         from tqdm.auto import tqdm
 
-        texts = list(texts)
+        # a big batch (ingest, a training run) goes one slice at a time, and lets any question that is
+        # waiting go first: a question from the bot waits for at most one slice, never for the batch
         parts = []
         bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress, leave=False)
-        # the lock is taken per slice, so a question from the bot waits for one slice of a big
-        # batch (a training run embedding thousands of questions), not for all of it
         for start in range(0, len(texts), SLICE):
-            with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                part = self._model.encode(texts[start:start + SLICE], batch_size=batch_size,
-                                          show_progress_bar=False, convert_to_numpy=False, convert_to_tensor=True,
-                                          normalize_embeddings=False)
-                parts.append(part.float().cpu().numpy())
+            with self._queries:
+                self._queries.wait_for(lambda: self._waiting == 0)
+            parts.append(self._encode(texts[start:start + SLICE], batch_size))
             bar.update(len(parts[-1]))
         bar.close()
         return normalize(np.vstack(parts))
+
+    def _embed_now(self, texts: list[str], batch_size: int) -> np.ndarray:
+        with self._queries:
+            self._waiting += 1
+        try:
+            return normalize(self._encode(texts, batch_size))
+        finally:
+            with self._queries:
+                self._waiting -= 1
+                self._queries.notify_all()
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            vectors = self._model.encode(texts, batch_size=batch_size, show_progress_bar=False,
+                                         convert_to_numpy=False, convert_to_tensor=True, normalize_embeddings=False)
+            return vectors.float().cpu().numpy()
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
