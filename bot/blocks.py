@@ -10,7 +10,7 @@ from shared.answer import Answer
 __all__ = ["answer_blocks", "other_sources_blocks", "escape", "parse_value"]
 
 MAX_TEXT = 2900  # a section block holds 3000 characters
-MAX_OFFERED = 10  # an actions block holds 25 elements; the answer retrieves 10 sections in all
+MAX_OFFERED = 15  # an actions block holds 25 elements; an answer retrieves 13 sections in all
 
 
 def escape(text: str) -> str:

@@ -61,7 +61,9 @@ class Answer:
     adapter: str | None
     hits: list[Hit]
     base_hits: list[Hit] | None = None
-    more: list[Citation] = field(default_factory=list)  # retrieved after the answer's sources, offered after a 👎
+    # offered after a 👎: the vector ranks after the answer's sources, then sections full-text search
+    # ranks first that the vectors did not return
+    more: list[Citation] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     error: str | None = None
 
@@ -94,12 +96,15 @@ def _search_text(question: str, history: list[tuple[str, str]]) -> str:
 
 
 class Answerer:
-    def __init__(self, searcher: Searcher, settings: Settings, k: int = 5, more: int = 5, with_base: bool = True):
-        """``k`` passages go to the answer; ``more`` are retrieved after them, to offer after a 👎."""
+    def __init__(self, searcher: Searcher, settings: Settings, k: int = 5, more: int = 5, explore: int = 3,
+                 with_base: bool = True):
+        """``k`` passages go to the answer; ``more`` vector ranks after them and ``explore`` full-text
+        alternatives are retrieved too, to offer after a 👎."""
         self.searcher = searcher
         self.settings = settings
         self.k = k
         self.more = more
+        self.explore = explore
         self.with_base = with_base
         self._client = None
 
@@ -112,7 +117,11 @@ class Answerer:
         base = None
         if self.with_base and result.adapter is not None:  # the same embedding, without the adapter: cheap
             base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False).hits
-        return result.hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}
+        hits = result.hits
+        if len(hits) == self.k + self.more:  # a corpus this small shows everything anyway
+            hits = hits + self.searcher.text_alternatives(text, vector, {h.chunk.rowid for h in hits}, self.explore,
+                                                          first_rank=len(hits) + 1)
+        return hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}
 
     # -- answering ------------------------------------------------------------------------
     def answer(self, question: str, history: list[tuple[str, str]] = ()) -> Answer:

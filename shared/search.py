@@ -70,9 +70,7 @@ class Searcher:
             vector = self.embedder.embed_query(question)
         plain = vector
         t1 = time.perf_counter()
-        name, adapter = self.adapters.current() if (deep_memory and self.adapters is not None) else (None, None)
-        if adapter is not None:
-            vector = adapter(vector)
+        name, vector = self._adapted(vector, deep_memory)
         t2 = time.perf_counter()
         nearest = self.index.search if self.index is not None else self.store.vector_search
         use_memory = (deep_memory and mode == "vector" and self.memory is not None and len(self.memory)
@@ -98,3 +96,25 @@ class Searcher:
         hits = [Hit(rank=i + 1, score=score, chunk=chunks[rowid])
                 for i, (rowid, score) in enumerate(ranked) if rowid in chunks]
         return SearchResult(hits=hits, adapter=name, timings=timings)
+
+    def _adapted(self, vector: np.ndarray, deep_memory: bool) -> tuple[str | None, np.ndarray]:
+        name, adapter = self.adapters.current() if (deep_memory and self.adapters is not None) else (None, None)
+        return name, (adapter(vector) if adapter is not None else vector)
+
+    def text_alternatives(self, question: str, vector: np.ndarray, exclude: set[int], n: int, *,
+                          first_rank: int, deep_memory: bool = True) -> list[Hit]:
+        """Up to ``n`` sections that full-text search ranks first and the vector search did not return
+        (``exclude``), scored by similarity to the question vector and ranked from ``first_rank`` on.
+        Offered beside the nearest sections when an answer missed, they let a user point at an
+        answer the vectors (and so the adapter) rank too low to ever show."""
+        if n <= 0:
+            return []
+        found = [r for r, _ in self.store.text_search(question, n + len(exclude)) if r not in exclude][:n]
+        if not found:
+            return []
+        _, adapted = self._adapted(vector, deep_memory)
+        scores = self.index.scores(adapted, found) if self.index is not None else \
+            self.store.similarities(adapted, found)
+        chunks = self.store.chunks_by_rowid(found)
+        kept = [(r, s) for r, s in zip(found, scores) if r in chunks]
+        return [Hit(rank=first_rank + i, score=s, chunk=chunks[r]) for i, (r, s) in enumerate(kept)]

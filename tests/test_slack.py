@@ -108,8 +108,9 @@ async def test_mention_is_acked_fast_and_answered_in_the_thread(slack):
     assert q["text"] == "How do I create an AUTOINCREMENT column?" and q["message_ts"]
     assert q["answer_mode"] == "extractive" and q["latency_ms"] > 0
     retrieved = slack.feedback().rows("SELECT * FROM retrievals WHERE question_id = ? ORDER BY rank", [q["id"]])
-    # the answer's five passages and five more, offered after a 👎
-    assert len(retrieved) == 10 and retrieved[0]["rank"] == 1 and any(r["cited"] for r in retrieved)
+    # the answer's five passages, five more and three full-text alternatives, offered after a 👎
+    assert [r["rank"] for r in retrieved] == list(range(1, 14)) and any(r["cited"] for r in retrieved)
+    assert len({r["chunk_id"] for r in retrieved}) == 13
 
 
 async def test_retries_and_duplicates_give_one_answer(slack):
@@ -234,6 +235,7 @@ async def test_a_thumbs_down_offers_the_other_sections_and_a_click_there_is_a_la
                                       "variant = 'answer' ORDER BY rank", [question["id"]])
     assert [o["c"] for o in offered] == [r["chunk_id"] for r in retrieved if r["chunk_id"] not in shown]
     assert not shown & {o["c"] for o in offered} and all(b["url"].startswith("https://sqlite.org/") for b in buttons)
+    assert [o["r"] for o in offered][-3:] == [11, 12, 13]  # what full-text search adds beyond the nearest ten
     # a second 👎 by the same user (a reaction) is not offered again
     reaction = {"type": "reaction_added", "user": "U_DAVE", "reaction": "thumbsdown", "event_ts": "444.5",
                 "item": {"type": "message", "channel": "C1", "ts": question["message_ts"]}}

@@ -328,6 +328,17 @@ class Store:
         return [(rowid, -score) for rowid, score in rows]
 
     @_locked
+    def similarities(self, query: np.ndarray, rowids: Sequence[int]) -> list[float]:
+        """Similarity of ``query`` to given chunks (-1.0 for chunks no longer stored)."""
+        rowids = [int(r) for r in rowids]
+        if not rowids:
+            return []
+        rows = dict(self.conn.execute(f"SELECT rowid, embedding FROM chunk_vectors WHERE rowid IN "
+                                      f"({','.join('?' * len(rowids))})", rowids))
+        q = np.asarray(query, dtype=np.float32)
+        return [float(np.frombuffer(rows[r], dtype=np.float32) @ q) if r in rows else -1.0 for r in rowids]
+
+    @_locked
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, matrix) of every stored vector, for in-memory search and training.
 
