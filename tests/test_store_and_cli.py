@@ -155,3 +155,26 @@ def test_memory_index_matches_sqlite_vec_and_follows_changes(store_copy, embedde
     assert len(index) == store_copy.stats()["chunks"]
     chunks = store_copy.chunks_by_rowid([r for r, _ in hits])
     assert len(chunks) == 10 and not any("autoinc.html" in c.url for c in chunks.values())
+
+
+def test_full_text_alternatives_bring_in_what_the_vectors_missed(store_copy, embedder):
+    from shared.search import Searcher
+    from shared.vector_index import MemoryIndex
+
+    question = "What happens when the largest possible ROWID has been used and a new row is inserted?"
+    for searcher in (Searcher(store_copy, embedder), Searcher(store_copy, embedder, index=MemoryIndex(store_copy))):
+        vector = embedder.embed_query(question)
+        nearest = searcher.search(question, 10, vector=vector).hits
+        exclude = {h.chunk.rowid for h in nearest}
+        alternatives = searcher.text_alternatives(question, vector, exclude, 3, first_rank=11)
+        assert [h.rank for h in alternatives] == [11, 12, 13]
+        assert not exclude & {h.chunk.rowid for h in alternatives}
+        # they are what BM25 ranks first among the chunks not already retrieved
+        bm25 = [r for r, _ in store_copy.text_search(question, 20) if r not in exclude][:3]
+        assert [h.chunk.rowid for h in alternatives] == bm25
+        # scored like the nearest: the cosine to the question vector (from the index or from the store)
+        for h in alternatives:
+            stored = store_copy.similarities(vector, [h.chunk.rowid])[0]
+            assert abs(h.score - stored) < 1e-4 and h.score < nearest[-1].score + 1e-6
+    assert store_copy.similarities(vector, [10**9]) == [-1.0]
+    assert searcher.text_alternatives("the", vector, set(), 3, first_rank=1) == []  # nothing but stop words
