@@ -111,14 +111,23 @@ def build_web_app(runtime: Runtime) -> web.Application:
         await asyncio.to_thread(runtime.feedback.drain, 5.0)
 
     async def socket_mode(app):
-        handler = None
+        handler = connecting = None
         if runtime.slack_app is not None and settings.slack_app_token is not None:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             handler = AsyncSocketModeHandler(runtime.slack_app, settings.slack_app_token.get_secret_value())
-            await handler.connect_async()
-            log.info("connected to Slack over Socket Mode")
+
+            async def connect():
+                # slack_sdk retries until Slack answers; the rest of the server does not wait for it
+                await handler.connect_async()
+                log.info("connected to Slack over Socket Mode")
+
+            connecting = asyncio.create_task(connect())
         yield
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
         if handler is not None:
             await handler.close_async()
 

@@ -296,6 +296,69 @@ async def test_llm_answers_cite_sources_over_an_openai_compatible_server(store_c
     assert openai_server.chat_requests()[0]["auth"] == "Bearer sk-llm-secret"
 
 
+async def test_socket_mode_answers_and_acknowledges_over_a_websocket(store_copy):
+    api = await SlackAPI().start()
+    settings = load_settings(slack_bot_token="xoxb-test-token", slack_app_token="xapp-1-test",
+                             slack_api_url=api.base_url, port=0)
+    runtime = build_runtime(settings)
+    runner = web.AppRunner(build_web_app(runtime))
+    await runner.setup()  # connects to Slack over Socket Mode: no signing secret, no public address
+    try:
+        await api.wait_socket()
+        opened = [c for c in api.calls if c["method"] == "apps.connections.open"]
+        assert opened and opened[0]["auth"] == "Bearer xapp-1-test"
+        body = json.loads(event_body(mention("How do I create an AUTOINCREMENT column?", ts="1700000400.000001"),
+                                     "EvSOCKET"))
+        envelope = await api.send_envelope("events_api", body)
+        again = await api.send_envelope("events_api", body, retry_attempt=1)  # Slack's retry: answered once
+        post = (await Harness(runtime, api, "", None).wait_posts(1))[0]
+        assert post["thread_ts"] == "1700000400.000001" and post["channel"] == "C1"
+        assert any(e["url"].startswith("https://sqlite.org/autoinc.html#")
+                   for b in post["blocks"] if b.get("block_id") == "sources" for e in b["elements"])
+        assert api.calls[-1]["auth"] == "Bearer xoxb-test-token"  # Web API calls use the bot token
+        # a 👍 pressed in Slack arrives as an interactive envelope
+        question = runtime.feedback.questions()[0]
+        await api.send_envelope("interactive", {
+            "type": "block_actions", "team": {"id": TEAM}, "user": {"id": "U_ALICE"}, "api_app_id": "A0001",
+            "container": {"type": "message"}, "channel": {"id": "C1"}, "message": {},
+            "actions": [{"action_id": "vote_up", "block_id": "feedback", "value": question["id"], "type": "button",
+                         "action_ts": "555.5"}]})
+        deadline = time.monotonic() + 10
+        while len(api.acks) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert {a["envelope_id"] for a in api.acks} >= {envelope, again}
+        await asyncio.sleep(0.5)
+        assert len(api.posts()) == 1
+        votes = [l for l in runtime.feedback.labels() if l["kind"] == "vote"]
+        assert votes and all(l["user_id"] == "U_ALICE" and l["label"] == 1 for l in votes)
+    finally:
+        await runner.cleanup()
+        await api.stop()
+
+
+async def test_socket_mode_with_slack_unreachable_still_serves(store_copy):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    settings = load_settings(slack_bot_token="xoxb-test-token", slack_app_token="xapp-1-test",
+                             slack_api_url=f"http://127.0.0.1:{dead}/api/", port=0)
+    runtime = build_runtime(settings)
+    runner = web.AppRunner(build_web_app(runtime))
+    started = time.perf_counter()
+    await runner.setup()  # the Socket Mode client keeps retrying in the background
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        assert time.perf_counter() - started < 5
+        port = site._server.sockets[0].getsockname()[1]
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as r:
+            assert r.status == 200
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 15)
+
+
 def test_the_manifest_asks_for_what_the_bot_uses():
     from pathlib import Path
 

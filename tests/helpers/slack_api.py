@@ -2,14 +2,18 @@
 
 Records every call (method, form or JSON arguments, token) and answers like Slack does:
 auth.test, chat.postMessage (returns a fresh ts), chat.postEphemeral, chat.update,
-conversations.replies (returns the thread as the test seeded it).
+conversations.replies (returns the thread as the test seeded it), and for Socket Mode
+apps.connections.open (an app-level token gets a WebSocket URL on this server) and the WebSocket
+itself: a hello on connect, then the envelopes a test sends, whose acknowledgements it records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
+import uuid
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -27,6 +31,8 @@ class SlackAPI:
         self._ts = itertools.count(1)
         self.runner = None
         self.port = 0
+        self.sockets: list[web.WebSocketResponse] = []
+        self.acks: list[dict] = []  # what the app sent back over Socket Mode
 
     @property
     def base_url(self) -> str:
@@ -60,13 +66,47 @@ class SlackAPI:
             return web.json_response({"ok": True, "channel": args.get("channel"), "ts": ts, "message": message})
         if method == "chat.postEphemeral":
             return web.json_response({"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"})
+        if method == "apps.connections.open":
+            if not (request.headers.get("Authorization") or "").startswith("Bearer xapp-"):
+                return web.json_response({"ok": False, "error": "invalid_auth"})
+            return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=t1"})
         if method == "conversations.replies":
             return web.json_response({"ok": True, "messages": self.threads.get(args.get("ts"), []),
                                       "has_more": False})
         return web.json_response({"ok": False, "error": "unknown_method"})
 
+    async def _socket(self, request: web.Request):
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0001"},
+                            "debug_info": {"host": "loopback"}})
+        async for message in ws:
+            if message.type == web.WSMsgType.TEXT:
+                self.acks.append(json.loads(message.data))
+        self.sockets.remove(ws)
+        return ws
+
+    async def wait_socket(self, timeout: float = 10.0) -> web.WebSocketResponse:
+        deadline = time.monotonic() + timeout
+        while not self.sockets:
+            if time.monotonic() > deadline:
+                raise AssertionError("the app did not open a Socket Mode connection")
+            await asyncio.sleep(0.02)
+        return self.sockets[-1]
+
+    async def send_envelope(self, kind: str, payload: dict, *, retry_attempt: int = 0) -> str:
+        """Deliver an events_api / interactive / slash_commands envelope; returns its envelope id."""
+        envelope_id = str(uuid.uuid4())
+        ws = await self.wait_socket()
+        await ws.send_json({"envelope_id": envelope_id, "type": kind, "payload": payload,
+                            "accepts_response_payload": kind != "events_api", "retry_attempt": retry_attempt,
+                            "retry_reason": "timeout" if retry_attempt else ""})
+        return envelope_id
+
     async def start(self) -> "SlackAPI":
         app = web.Application()
+        app.router.add_get("/link/", self._socket)
         app.router.add_post("/api/{method}", self._handle)
         app.router.add_get("/api/{method}", self._handle)
         self.runner = web.AppRunner(app)
