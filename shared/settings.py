@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     crawl_concurrency: int = Field(8, ge=1, le=64, validation_alias=_env("DEEPMEM_CRAWL_CONCURRENCY"))
     crawl_timeout: float = Field(20.0, gt=0, validation_alias=_env("DEEPMEM_CRAWL_TIMEOUT"))
     crawl_max_pages: int = Field(5000, ge=1, validation_alias=_env("DEEPMEM_CRAWL_MAX_PAGES"))
+    crawl_robots: bool = Field(True, validation_alias=_env("DEEPMEM_CRAWL_ROBOTS"))  # obey robots.txt
     max_page_bytes: int = Field(5_000_000, ge=1024, validation_alias=_env("DEEPMEM_MAX_PAGE_BYTES"))
 
     # Slack

@@ -69,6 +69,39 @@ def test_crawl_ingests_the_site_and_reports_failures(site, tmp_path, embedder):
     assert not report.complete  # timeouts and 5xx: pages not seen are kept, not deleted
 
 
+def test_robots_txt_is_obeyed(site):
+    from shared.sources.base import Failure
+
+    site.slow_seconds = 0.0
+    site.robots = ("User-agent: *\nDisallow: /\n\n"
+                   "User-agent: deepmem-crawler\nDisallow: /docs/c3ref/\nDisallow: /docs/autoinc.html\n")
+    crawler = Crawler(site.url, timeout=2.0, retries=1)
+    results = list(crawler)
+    fetched = {r.url for r in results if not isinstance(r, Failure)}
+    refused = {r.url for r in results if isinstance(r, Failure) and r.reason == "disallowed by robots.txt"}
+    assert site.requests["/robots.txt"] == 1
+    assert f"{site.url}autoinc.html" in refused and not any("/c3ref/" in u for u in fetched)
+    assert not any(p.startswith("/docs/c3ref/") or p == "/docs/autoinc.html" for p in site.requests)
+    assert f"{site.url}lang_createtable.html" in fetched  # our group allows the rest
+    # ignoring robots.txt, on request
+    ignoring = {r.url for r in Crawler(site.url, timeout=2.0, retries=1, robots=False)
+                if not isinstance(r, Failure)}
+    assert f"{site.url}autoinc.html" in ignoring
+    # a Crawl-delay is honoured (whole seconds, as robotparser reads it)
+    site.robots = "User-agent: deepmem-crawler\nAllow: /docs/index.html\nDisallow: /docs/\nCrawl-delay: 1\n"
+    site.requests.clear()
+    crawler = Crawler(f"{site.url}index.html", timeout=2.0, retries=1)
+    results = [r for r in crawler if not isinstance(r, Failure)]
+    assert crawler.crawl_delay == 1.0 and [r.url for r in results] == [f"{site.url}index.html"]
+    assert set(site.requests) == {"/robots.txt", "/docs/index.html"}
+    # a robots.txt that fails with a server error: nothing is crawled now, and it is said why
+    site.robots_status = 503
+    crawler = Crawler(site.url, timeout=2.0, retries=1)
+    results = list(crawler)
+    assert len(results) == 1 and "robots.txt answered HTTP 503" in results[0].reason and results[0].keep
+    assert not crawler.complete
+
+
 def test_recrawl_is_incremental_and_removes_pages_that_are_gone(site, tmp_path, embedder):
     settings = load_settings(crawl_timeout=5.0)
     site.slow_seconds = 0.0

@@ -36,5 +36,6 @@ def source_uri(target: str) -> tuple[str, str]:
 def open_source(uri: str, kind: str, settings: Settings, base_url: str | None = None):
     if kind == "site":
         return Crawler(uri, concurrency=settings.crawl_concurrency, timeout=settings.crawl_timeout,
-                       max_pages=settings.crawl_max_pages, max_bytes=settings.max_page_bytes)
+                       max_pages=settings.crawl_max_pages, max_bytes=settings.max_page_bytes,
+                       robots=settings.crawl_robots)
     return FolderSource(uri, base_url=base_url, max_bytes=settings.max_page_bytes)

@@ -5,7 +5,9 @@ Bounded concurrency, a timeout per request, a page limit and a size limit. URLs 
 de-duplicated after normalisation (fragment dropped, trailing slash, default port, tracking
 parameters). Non-HTML links are skipped by extension before any request, and by content type
 after. Transient failures (timeouts, connection errors, 5xx, 429) are retried with
-exponential backoff (tenacity) and then reported; the crawl goes on.
+exponential backoff (tenacity) and then reported; the crawl goes on. robots.txt is obeyed
+(stdlib ``urllib.robotparser``): disallowed pages are skipped and reported, a Crawl-delay makes
+requests go one at a time that far apart (capped at 30 s); DEEPMEM_CRAWL_ROBOTS=false ignores it.
 
 The crawl runs on its own event loop in a background thread and hands pages over through a
 bounded queue, so parsing and embedding overlap with fetching.
@@ -21,6 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.robotparser import RobotFileParser
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -37,6 +40,8 @@ SKIP_EXTENSIONS = re.compile(
     r"odg|odt|wasm|bin|db|sqlite|pikchr)$", re.I)
 TRACKING = re.compile(r"^(utm_.*|highlight|ref|fbclid|gclid|_ga)$", re.I)
 USER_AGENT = "deepmem-crawler/0.1 (+https://github.com/deepmem)"
+ROBOTS_AGENT = "deepmem-crawler"  # the product token robots.txt groups are matched against
+MAX_CRAWL_DELAY = 30.0  # seconds: a larger Crawl-delay is honoured at this
 
 
 def normalize_url(url: str) -> str:
@@ -90,7 +95,7 @@ class CrawlStats:
 
 class Crawler:
     def __init__(self, start_url: str, *, concurrency: int = 8, timeout: float = 20.0, max_pages: int = 5000,
-                 max_bytes: int = 5_000_000, retries: int = 3, backoff: float = 0.5):
+                 max_bytes: int = 5_000_000, retries: int = 3, backoff: float = 0.5, robots: bool = True):
         parts = urlsplit(start_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SourceError(f"not a crawlable URL: {start_url!r} (expected http:// or https://)")
@@ -102,6 +107,9 @@ class Crawler:
         self.max_bytes = max_bytes
         self.retries = retries
         self.backoff = backoff
+        self.robots = robots
+        self._rules: RobotFileParser | None = None  # the site's robots.txt, once read
+        self.crawl_delay = 0.0
         self.stats = CrawlStats()
         self._stop = threading.Event()
         self._emitted: set[str] = set()
@@ -160,12 +168,30 @@ class Crawler:
                     await asyncio.sleep(0.05)
 
         async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers) as session:
+            if self.robots:
+                refusal = await self._read_robots(session)
+                if refusal is not None:
+                    await emit(refusal)
+                    return
+            pause = asyncio.Lock()  # with a Crawl-delay, requests go one at a time, that far apart
+
             async def worker() -> None:
                 nonlocal scheduled
                 while not self._stop.is_set():
                     url = await todo.get()
                     try:
-                        result, links = await self._fetch(session, url)
+                        if not self._allowed(url):
+                            self.stats.skipped += 1
+                            self.stats.reasons["disallowed by robots.txt"] = \
+                                self.stats.reasons.get("disallowed by robots.txt", 0) + 1
+                            await emit(Failure(url, "disallowed by robots.txt", keep=False))
+                            continue
+                        if self.crawl_delay:
+                            async with pause:
+                                result, links = await self._fetch(session, url)
+                                await asyncio.sleep(self.crawl_delay)
+                        else:
+                            result, links = await self._fetch(session, url)
                         if result is not None:
                             await emit(result)
                         for link in links:
@@ -191,6 +217,33 @@ class Crawler:
                 w.cancel()
             joiner.cancel()
             await asyncio.gather(*workers, joiner, return_exceptions=True)
+
+    async def _read_robots(self, session: aiohttp.ClientSession) -> Failure | None:
+        """Read the site's robots.txt (RFC 9309): missing (4xx) allows everything; a server error
+        disallows everything for now (a Failure to report, keeping the pages already stored);
+        an unreachable host is left to the page requests to report."""
+        parts = urlsplit(self.start_url)
+        url = f"{parts.scheme}://{parts.netloc}/robots.txt"
+        try:
+            async with session.get(url, allow_redirects=True) as response:
+                if 400 <= response.status < 500:
+                    return None
+                if response.status >= 500:
+                    self.stats.transient_failures += 1
+                    return Failure(url, f"robots.txt answered HTTP {response.status}: the site is not crawled "
+                                        f"now (set DEEPMEM_CRAWL_ROBOTS=false to ignore robots.txt)", keep=True)
+                text = (await response.content.read(500_000)).decode("utf-8", errors="replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeError):
+            return None
+        rules = RobotFileParser(url)
+        rules.parse(text.splitlines())
+        self._rules = rules
+        delay = rules.crawl_delay(ROBOTS_AGENT)
+        self.crawl_delay = min(float(delay), MAX_CRAWL_DELAY) if delay else 0.0
+        return None
+
+    def _allowed(self, url: str) -> bool:
+        return self._rules is None or self._rules.can_fetch(ROBOTS_AGENT, url)
 
     def _links(self, base: str, html: str) -> list[str]:
         from selectolax.lexbor import LexborHTMLParser

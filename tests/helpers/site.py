@@ -17,6 +17,8 @@ class Site:
         self.requests: dict[str, int] = {}
         self.slow_seconds = 5.0
         self.flaky_failures = 1  # /docs/flaky.html fails this many times with 503, then works
+        self.robots: str | None = None  # the text of /robots.txt (None: 404)
+        self.robots_status = 200
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -36,6 +38,7 @@ class Site:
             app.router.add_get(path, self._fault(make))
         app.router.add_get("/docs/slow.html", self._slow)
         app.router.add_get("/docs/flaky.html", self._flaky)
+        app.router.add_get("/robots.txt", self._robots)
         app.router.add_get("/{path:.*}", self._file)
         return app
 
@@ -50,6 +53,12 @@ class Site:
         self.requests[request.path] = self.requests.get(request.path, 0) + 1
         await asyncio.sleep(self.slow_seconds)
         return web.Response(text="<html><body><p>late</p></body></html>", content_type="text/html")
+
+    async def _robots(self, request):
+        self.requests[request.path] = self.requests.get(request.path, 0) + 1
+        if self.robots is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=self.robots, status=self.robots_status, content_type="text/plain")
 
     async def _flaky(self, request):
         self.requests[request.path] = self.requests.get(request.path, 0) + 1
