@@ -73,33 +73,46 @@ def test_robots_txt_is_obeyed(site):
     from shared.sources.base import Failure
 
     site.slow_seconds = 0.0
+    # RFC 9309: our group, not *; the longest matching rule wins; wildcards and $
     site.robots = ("User-agent: *\nDisallow: /\n\n"
-                   "User-agent: deepmem-crawler\nDisallow: /docs/c3ref/\nDisallow: /docs/autoinc.html\n")
+                   "User-agent: deepmem-crawler\nDisallow: /docs/c3ref/\nAllow: /docs/c3ref/busy_timeout.html\n"
+                   "Disallow: /docs/auto*.html$\nDisallow: /docs/page1.html\n")
     crawler = Crawler(site.url, timeout=2.0, retries=1)
     results = list(crawler)
     fetched = {r.url for r in results if not isinstance(r, Failure)}
-    refused = {r.url for r in results if isinstance(r, Failure) and r.reason == "disallowed by robots.txt"}
+    refused = {r.url: r.reason for r in results if isinstance(r, Failure)}
     assert site.requests["/robots.txt"] == 1
-    assert f"{site.url}autoinc.html" in refused and not any("/c3ref/" in u for u in fetched)
-    assert not any(p.startswith("/docs/c3ref/") or p == "/docs/autoinc.html" for p in site.requests)
-    assert f"{site.url}lang_createtable.html" in fetched  # our group allows the rest
+    assert refused[f"{site.url}autoinc.html"] == "disallowed by robots.txt"
+    assert f"{site.url}c3ref/busy_timeout.html" in fetched  # the longer Allow beats the shorter Disallow
+    assert not [u for u in fetched if "/c3ref/" in u and not u.endswith("busy_timeout.html")]
+    assert "/docs/autoinc.html" not in site.requests and "/docs/page1.html" not in site.requests
+    # a redirect to a disallowed page is not followed
+    assert "robots.txt disallows" in refused[f"{site.url}moved.html"]
+    assert f"{site.url}lang_createtable.html" in fetched  # the rest is allowed
     # ignoring robots.txt, on request
     ignoring = {r.url for r in Crawler(site.url, timeout=2.0, retries=1, robots=False)
                 if not isinstance(r, Failure)}
     assert f"{site.url}autoinc.html" in ignoring
-    # a Crawl-delay is honoured (whole seconds, as robotparser reads it)
-    site.robots = "User-agent: deepmem-crawler\nAllow: /docs/index.html\nDisallow: /docs/\nCrawl-delay: 1\n"
-    site.requests.clear()
-    crawler = Crawler(f"{site.url}index.html", timeout=2.0, retries=1)
-    results = [r for r in crawler if not isinstance(r, Failure)]
-    assert crawler.crawl_delay == 1.0 and [r.url for r in results] == [f"{site.url}index.html"]
-    assert set(site.requests) == {"/robots.txt", "/docs/index.html"}
-    # a robots.txt that fails with a server error: nothing is crawled now, and it is said why
-    site.robots_status = 503
-    crawler = Crawler(site.url, timeout=2.0, retries=1)
-    results = list(crawler)
-    assert len(results) == 1 and "robots.txt answered HTTP 503" in results[0].reason and results[0].keep
-    assert not crawler.complete
+
+
+def test_robots_crawl_delay_and_unavailable_robots(site):
+    from shared.sources.base import Failure
+
+    site.robots = ("User-agent: deepmem-crawler\nAllow: /docs/index.html\nAllow: /docs/autoinc.html\n"
+                   "Allow: /docs/lang_createtable.html\nDisallow: /docs/\nCrawl-delay: 0.3\n")
+    crawler = Crawler(f"{site.url}index.html", timeout=2.0, retries=1, concurrency=4)
+    pages = sorted(r.url for r in crawler if not isinstance(r, Failure))
+    assert crawler.crawl_delay == 0.3
+    assert pages == [f"{site.url}{p}" for p in ("autoinc.html", "index.html", "lang_createtable.html")]
+    times = [t for t, path in site.file_times if path.startswith("/docs/")]
+    assert len(times) == 3 and all(b - a >= 0.29 for a, b in zip(times, times[1:]))  # one at a time, spaced
+    # a robots.txt that fails (server error, rate limit): nothing is crawled now, and it is said why
+    for status in (503, 429):
+        site.robots_status = status
+        crawler = Crawler(site.url, timeout=2.0, retries=1)
+        results = list(crawler)
+        assert len(results) == 1 and f"robots.txt answered HTTP {status}" in results[0].reason
+        assert results[0].keep and not crawler.complete
 
 
 def test_recrawl_is_incremental_and_removes_pages_that_are_gone(site, tmp_path, embedder):

@@ -6,8 +6,9 @@ de-duplicated after normalisation (fragment dropped, trailing slash, default por
 parameters). Non-HTML links are skipped by extension before any request, and by content type
 after. Transient failures (timeouts, connection errors, 5xx, 429) are retried with
 exponential backoff (tenacity) and then reported; the crawl goes on. robots.txt is obeyed
-(stdlib ``urllib.robotparser``): disallowed pages are skipped and reported, a Crawl-delay makes
-requests go one at a time that far apart (capped at 30 s); DEEPMEM_CRAWL_ROBOTS=false ignores it.
+(RFC 9309, parsed by protego): disallowed pages and redirects are skipped and reported, a
+Crawl-delay makes requests go one at a time that far apart (capped at 30 s);
+DEEPMEM_CRAWL_ROBOTS=false ignores it.
 
 The crawl runs on its own event loop in a background thread and hands pages over through a
 bounded queue, so parsing and embedding overlap with fetching.
@@ -23,7 +24,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
-from urllib.robotparser import RobotFileParser
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -108,7 +108,7 @@ class Crawler:
         self.retries = retries
         self.backoff = backoff
         self.robots = robots
-        self._rules: RobotFileParser | None = None  # the site's robots.txt, once read
+        self._rules = None  # the site's robots.txt (a protego parser), once read
         self.crawl_delay = 0.0
         self.stats = CrawlStats()
         self._stop = threading.Event()
@@ -219,31 +219,33 @@ class Crawler:
             await asyncio.gather(*workers, joiner, return_exceptions=True)
 
     async def _read_robots(self, session: aiohttp.ClientSession) -> Failure | None:
-        """Read the site's robots.txt (RFC 9309): missing (4xx) allows everything; a server error
-        disallows everything for now (a Failure to report, keeping the pages already stored);
-        an unreachable host is left to the page requests to report."""
+        """Read the site's robots.txt (RFC 9309, parsed by protego: longest match, wildcards).
+        Missing (4xx) allows everything. A server error, a 429 or an unreachable robots.txt
+        disallows everything for now: a Failure to report, keeping the pages already stored."""
+        from protego import Protego
+
         parts = urlsplit(self.start_url)
         url = f"{parts.scheme}://{parts.netloc}/robots.txt"
+        hint = "the site is not crawled now (DEEPMEM_CRAWL_ROBOTS=false ignores robots.txt)"
         try:
             async with session.get(url, allow_redirects=True) as response:
-                if 400 <= response.status < 500:
-                    return None
-                if response.status >= 500:
+                if response.status == 429 or response.status >= 500:
                     self.stats.transient_failures += 1
-                    return Failure(url, f"robots.txt answered HTTP {response.status}: the site is not crawled "
-                                        f"now (set DEEPMEM_CRAWL_ROBOTS=false to ignore robots.txt)", keep=True)
+                    return Failure(url, f"robots.txt answered HTTP {response.status}: {hint}", keep=True)
+                if response.status >= 400:
+                    return None
                 text = (await response.content.read(500_000)).decode("utf-8", errors="replace")
-        except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeError):
-            return None
-        rules = RobotFileParser(url)
-        rules.parse(text.splitlines())
-        self._rules = rules
-        delay = rules.crawl_delay(ROBOTS_AGENT)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.stats.transient_failures += 1
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"cannot connect ({exc.__class__.__name__})"
+            return Failure(url, f"robots.txt {reason}: {hint}", keep=True)
+        self._rules = Protego.parse(text)
+        delay = self._rules.crawl_delay(ROBOTS_AGENT)
         self.crawl_delay = min(float(delay), MAX_CRAWL_DELAY) if delay else 0.0
         return None
 
     def _allowed(self, url: str) -> bool:
-        return self._rules is None or self._rules.can_fetch(ROBOTS_AGENT, url)
+        return self._rules is None or self._rules.can_fetch(url, ROBOTS_AGENT)
 
     def _links(self, base: str, html: str) -> list[str]:
         from selectolax.lexbor import LexborHTMLParser
@@ -306,6 +308,9 @@ class Crawler:
                 if not in_scope(target, self.scope):
                     self.stats.skipped += 1
                     return Failure(url, f"redirected outside the crawl scope to {target}", keep=False), []
+                if not self._allowed(target):
+                    self.stats.skipped += 1
+                    return Failure(url, f"redirected to {target}, which robots.txt disallows", keep=False), []
                 if normalize_url(target) in visited or hops > 10:
                     raise aiohttp.TooManyRedirects(response.request_info, response.history)
                 visited.add(normalize_url(target))

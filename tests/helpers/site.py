@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -19,6 +20,7 @@ class Site:
         self.flaky_failures = 1  # /docs/flaky.html fails this many times with 503, then works
         self.robots: str | None = None  # the text of /robots.txt (None: 404)
         self.robots_status = 200
+        self.file_times: list[tuple[float, str]] = []  # (monotonic time, path) of every file request
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -69,6 +71,7 @@ class Site:
 
     async def _file(self, request):
         self.requests[request.path] = self.requests.get(request.path, 0) + 1
+        self.file_times.append((time.monotonic(), request.path))
         rel = request.path.lstrip("/")
         if not rel.startswith("docs/"):
             raise web.HTTPNotFound()
