@@ -33,6 +33,7 @@ from .blocks import answer_blocks, other_sources_blocks, parse_value
 __all__ = ["build_slack_app", "SeenKeys"]
 
 log = logging.getLogger("deepmem.bot")
+RECENT_ANSWERS = 10_000
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 for noisy in ("slack_sdk", "slack_bolt", "sentence_transformers"):  # DEBUG logs with request bodies, model chatter
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -70,6 +71,7 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
     deliveries = SeenKeys()
     signatures = SeenKeys(ttl=10 * 60)
     messages: dict[str, str] = {}  # answer message ts -> question id (recent answers)
+    question_threads: dict[str, str] = {}  # question id -> thread ts (recent answers)
     threads = answered_threads if answered_threads is not None else {}  # thread ts -> True
 
     # -- middleware ----------------------------------------------------------------------
@@ -123,8 +125,12 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
                                                   blocks=answer_blocks(asked.question_id, asked.answer),
                                                   unfurl_links=False, unfurl_media=False)
         ts = response.get("ts")
+        question_threads[asked.question_id] = thread_ts
         if ts:
             messages[ts] = asked.question_id
+        for recent in (messages, question_threads):  # bounded: older answers are looked up in the store
+            while len(recent) > RECENT_ANSWERS:
+                recent.pop(next(iter(recent)))
             await asyncio.to_thread(qa.posted, asked.question_id, ts)
         threads[thread_ts] = True
 
@@ -184,9 +190,16 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
     app.command("/ask")(ack=ack_ask, lazy=[run_ask])
 
     async def offer_other_sources(client, question: str, user: str, channel: str | None, thread_ts: str | None):
-        if not channel or not thread_ts or not deliveries.first_time(f"offered:{question}:{user}"):
+        if not channel or not deliveries.first_time(f"offered:{question}:{user}"):
             return
         try:
+            thread_ts = thread_ts or question_threads.get(question)
+            if not thread_ts:  # an answer from before a restart: its thread is in the feedback store
+                rows = await asyncio.to_thread(qa.feedback.rows, "SELECT thread_ts FROM questions WHERE id = ?",
+                                               [question])
+                thread_ts = rows[0]["thread_ts"] if rows else None
+            if not thread_ts:
+                return
             sources = await asyncio.to_thread(qa.other_sources, question)
             blocks = other_sources_blocks(question, sources)
             if blocks:
@@ -247,10 +260,7 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
             await asyncio.to_thread(qa.vote, question, event["user"], value if added else 0,
                                     via=f"reaction:{name}", event_id=key)
             if added and value < 0:
-                thread = await asyncio.to_thread(
-                    qa.feedback.rows, "SELECT thread_ts FROM questions WHERE id = ?", [question])
-                await offer_other_sources(client, question, event["user"], item.get("channel"),
-                                          (thread[0]["thread_ts"] if thread else None) or item.get("ts"))
+                await offer_other_sources(client, question, event["user"], item.get("channel"), None)
 
     @app.event("reaction_added")
     async def on_reaction_added(body, event, client):

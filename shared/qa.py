@@ -38,30 +38,27 @@ class Asked:
 
 
 class QAService:
-    RECENT = 5000  # answers kept in memory for the follow-ups on them
+    RECENT = 5000  # recent answers whose other sources are kept in memory (citations only: small)
 
     def __init__(self, answerer: Answerer, feedback: FeedbackStore):
         self.answerer = answerer
         self.feedback = feedback
-        self._recent: OrderedDict[str, Answer] = OrderedDict()
+        self._recent: OrderedDict[str, list[Citation]] = OrderedDict()
         self._recent_lock = threading.Lock()
 
     def _remember(self, question_id: str, answer: Answer) -> None:
         with self._recent_lock:
-            self._recent[question_id] = answer
+            self._recent[question_id] = answer.other_sources
             while len(self._recent) > self.RECENT:
                 self._recent.popitem(last=False)
-
-    def recent(self, question_id: str) -> Answer | None:
-        with self._recent_lock:
-            return self._recent.get(question_id)
 
     def other_sources(self, question_id: str) -> list[Citation]:
         """The retrieved sections the answer did not show, best first. From memory for recent answers,
         otherwise from the recorded retrieval (after a restart); empty for an unknown question."""
-        answer = self.recent(question_id)
-        if answer is not None:
-            return answer.other_sources
+        with self._recent_lock:
+            recent = self._recent.get(question_id)
+        if recent is not None:
+            return list(recent)
         rows = self.feedback.rows("SELECT rank, chunk_id, url, score, cited FROM retrievals "
                                   "WHERE question_id = ? AND variant = 'answer' ORDER BY rank", [question_id])
         shown = {r["rank"] for r in rows if r["cited"]} or {r["rank"] for r in rows[:3]}

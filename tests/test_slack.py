@@ -236,15 +236,21 @@ async def test_a_thumbs_down_offers_the_other_sections_and_a_click_there_is_a_la
     assert [o["c"] for o in offered] == [r["chunk_id"] for r in retrieved if r["chunk_id"] not in shown]
     assert not shown & {o["c"] for o in offered} and all(b["url"].startswith("https://sqlite.org/") for b in buttons)
     assert [o["r"] for o in offered][-3:] == [11, 12, 13]  # what full-text search adds beyond the nearest ten
-    # a second 👎 by the same user (a reaction) is not offered again
+    # a second 👎 by the same user (a reaction) is recorded but not offered again; Erin's 👎 reaction is
     reaction = {"type": "reaction_added", "user": "U_DAVE", "reaction": "thumbsdown", "event_ts": "444.5",
                 "item": {"type": "message", "channel": "C1", "ts": question["message_ts"]}}
     await slack.event(reaction)
+    await slack.event(reaction | {"user": "U_ERIN", "event_ts": "444.6"})
+    erin = (await slack.wait_posts(2, "chat.postEphemeral"))[1]
+    assert erin["user"] == "U_ERIN" and erin["thread_ts"] == "1700000300.000001"
+    assert next(b for b in erin["blocks"] if b.get("block_id") == "more_sources")["elements"] == buttons
     # Dave finds the right section among them: a relevant label at the rank it was retrieved at
     pick = buttons[-1]
     await slack.action(pick["action_id"], pick["value"], user="U_DAVE")
     await asyncio.sleep(0.5)
-    assert len(slack.api.posts("chat.postEphemeral")) == 1
+    assert len(slack.api.posts("chat.postEphemeral")) == 2
+    reactions = [e for e in slack.feedback().events() if e["kind"] == "reaction"]
+    assert sorted(e["user_id"] for e in reactions) == ["U_DAVE", "U_ERIN"]
     clicks = [l for l in slack.feedback().labels() if l["kind"] == "click"]
     assert [(c["chunk_id"], c["rank"], c["label"]) for c in clicks] == [(offered[-1]["c"], offered[-1]["r"], 1)]
     assert offered[-1]["r"] > 3
