@@ -37,6 +37,8 @@ from .web import add_chat_routes
 __all__ = ["Runtime", "build_runtime", "build_web_app", "serve"]
 
 log = logging.getLogger("deepmem.serve")
+REJECTED_APP_TOKEN = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
+                      "not_allowed_token_type", "missing_scope"}
 
 
 @dataclass
@@ -118,6 +120,19 @@ def build_web_app(runtime: Runtime) -> web.Application:
             handler = AsyncSocketModeHandler(runtime.slack_app, settings.slack_app_token.get_secret_value())
 
             async def connect():
+                # a rejected app token is final: say so once instead of retrying forever
+                from slack_sdk.errors import SlackApiError
+
+                try:
+                    await runtime.slack_app.client.apps_connections_open(app_token=handler.app_token)
+                except SlackApiError as exc:
+                    error = exc.response.get("error") if exc.response is not None else None
+                    if error in REJECTED_APP_TOKEN:
+                        log.error("Slack rejected SLACK_APP_TOKEN (%s): Socket Mode is off; use an app-level "
+                                  "token (xapp-…) with the connections:write scope", error)
+                        return
+                except Exception:  # Slack unreachable for now: slack_sdk retries below
+                    pass
                 # slack_sdk retries until Slack answers; the rest of the server does not wait for it
                 await handler.connect_async()
                 log.info("connected to Slack over Socket Mode")

@@ -365,6 +365,24 @@ async def test_socket_mode_with_slack_unreachable_still_serves(store_copy):
         await asyncio.wait_for(runner.cleanup(), 15)
 
 
+async def test_socket_mode_with_a_rejected_app_token_says_so_once(store_copy, caplog):
+    api = await SlackAPI().start()
+    settings = load_settings(slack_bot_token="xoxb-test-token", slack_app_token="xapp-revoked",
+                             slack_api_url=api.base_url, port=0)
+    runner = web.AppRunner(build_web_app(build_runtime(settings)))
+    try:
+        with caplog.at_level("ERROR", logger="deepmem.serve"):
+            await runner.setup()
+            await asyncio.sleep(1.0)
+        assert len([c for c in api.calls if c["method"] == "apps.connections.open"]) == 1  # no retry loop
+        assert not api.sockets
+        assert any("Slack rejected SLACK_APP_TOKEN (invalid_auth)" in r.getMessage() for r in caplog.records)
+        assert not any("xapp-revoked" in r.getMessage() for r in caplog.records)  # the token is never logged
+    finally:
+        await runner.cleanup()
+        await api.stop()
+
+
 def test_the_manifest_asks_for_what_the_bot_uses():
     from pathlib import Path
 

@@ -31,6 +31,7 @@ class SlackAPI:
         self._ts = itertools.count(1)
         self.runner = None
         self.port = 0
+        self.app_token = "xapp-1-test"  # the app-level token apps.connections.open accepts
         self.sockets: list[web.WebSocketResponse] = []
         self.acks: list[dict] = []  # what the app sent back over Socket Mode
 
@@ -67,7 +68,7 @@ class SlackAPI:
         if method == "chat.postEphemeral":
             return web.json_response({"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"})
         if method == "apps.connections.open":
-            if not (request.headers.get("Authorization") or "").startswith("Bearer xapp-"):
+            if request.headers.get("Authorization") != f"Bearer {self.app_token}":
                 return web.json_response({"ok": False, "error": "invalid_auth"})
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=t1"})
         if method == "conversations.replies":
