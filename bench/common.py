@@ -1,11 +1,13 @@
-"""Helpers for benchmarks: machine facts, percentiles, saving results."""
+"""Helpers for benchmarks: machine facts, percentiles, saving results, a scratch copy of a store."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,3 +54,17 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scratch_copy(source_home: str | Path, prefix: str):
+    """(home, settings, embedder, store) on a private copy of ``source_home``'s store: what a
+    benchmark records or trains there never touches the user's data directory."""
+    from shared.embedders import make_embedder
+    from shared.home import Home
+    from shared.settings import load_settings
+    from shared.store import Store
+
+    home = Home.open(tempfile.mkdtemp(prefix=prefix))
+    shutil.copy(Path(source_home) / "store.db", home.store_path)
+    settings = load_settings(home=str(home.root))
+    return home, settings, make_embedder(settings), Store.open(home.store_path)

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +25,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import machine, save  # noqa: E402
+from bench.common import machine, save, scratch_copy  # noqa: E402
 from bench.rephrase import rephrase  # noqa: E402
 from shared.answer import Answerer  # noqa: E402
 from shared.deep_memory.dataset import Dataset, SplitSpec, split_salt  # noqa: E402
 from shared.deep_memory.nightly import NightlyConfig, run_nightly  # noqa: E402
-from shared.embedders import make_embedder  # noqa: E402
 from shared.feedback.store import FeedbackStore  # noqa: E402
 from shared.feedback_memory import FeedbackMemory, MemoryLoader  # noqa: E402
-from shared.home import Home  # noqa: E402
 from shared.qa import QAService  # noqa: E402
 from shared.questions import synthetic_questions  # noqa: E402
 from shared.retrieval import open_searcher  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
-from shared.store import Store  # noqa: E402
 from shared.vector_index import MemoryIndex  # noqa: E402
 
 
@@ -51,11 +45,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    home = Home.open(tempfile.mkdtemp(prefix="deepmem-now-"))
-    shutil.copy(Path(args.home) / "store.db", home.store_path)
-    settings = load_settings(home=str(home.root))
-    embedder = make_embedder(settings)
-    store = Store.open(home.store_path)
+    home, settings, embedder, store = scratch_copy(args.home, "deepmem-now-")
     run_nightly(home, settings, NightlyConfig(trigger="setup"), embedder=embedder, log=lambda *a: None)
 
     questions, _ = synthetic_questions(store, settings, "offline", progress=False)

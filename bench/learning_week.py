@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,22 +39,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import machine, save  # noqa: E402
+from bench.common import machine, save, scratch_copy  # noqa: E402
 from bench.rephrase import rephrase  # noqa: E402
 from shared.answer import Answerer  # noqa: E402
 from shared.deep_memory import AdapterRegistry  # noqa: E402
 from shared.deep_memory.dataset import Dataset, SplitSpec, split_salt  # noqa: E402
 from shared.deep_memory.nightly import NightlyConfig, run_nightly  # noqa: E402
-from shared.embedders import make_embedder  # noqa: E402
 from shared.feedback.store import FeedbackStore  # noqa: E402
 from shared.feedback_memory import FeedbackMemory, MemoryLoader  # noqa: E402
-from shared.home import Home  # noqa: E402
 from shared.metrics import per_query  # noqa: E402
 from shared.qa import QAService  # noqa: E402
 from shared.questions import synthetic_questions  # noqa: E402
 from shared.retrieval import open_searcher  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
-from shared.store import Store  # noqa: E402
 from shared.vector_index import MemoryIndex  # noqa: E402
 
 
@@ -82,11 +76,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    home = Home.open(tempfile.mkdtemp(prefix="deepmem-week-"))
-    shutil.copy(Path(args.home) / "store.db", home.store_path)
-    settings = load_settings(home=str(home.root))
-    embedder = make_embedder(settings)
-    store = Store.open(home.store_path)
+    home, settings, embedder, store = scratch_copy(args.home, "deepmem-week-")
     log = lambda *a: None  # noqa: E731
 
     started = time.perf_counter()

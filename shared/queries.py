@@ -17,11 +17,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .errors import DeepmemError
 from .store import Store
 
-__all__ = ["Query", "QueryFileError", "load_queries", "Resolver", "ResolvedQuery"]
+__all__ = ["Query", "QueryFileError", "load_queries", "Resolver", "ResolvedQuery", "jsonl_lines"]
 
 
 class QueryFileError(DeepmemError):
@@ -60,16 +61,22 @@ def _entry(value, where: str) -> tuple[str, float]:
     raise QueryFileError(f"{where}: a relevant entry must be a string or [entry, score], got {value!r}")
 
 
-def _from_jsonl(text: str, name: str) -> list[Query]:
-    out = []
+def jsonl_lines(text: str, name: str, *, comments: bool = False) -> Iterator[tuple[int, str, object]]:
+    """(line number, "name:number", parsed value) for each non-empty line; a line that is not JSON
+    is a QueryFileError naming the file, line and column. ``comments``: skip lines starting with //."""
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("//"):
+        if not line.strip() or (comments and line.lstrip().startswith("//")):
             continue
         where = f"{name}:{number}"
         try:
-            obj = json.loads(line)
+            yield number, where, json.loads(line)
         except json.JSONDecodeError as exc:
             raise QueryFileError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _from_jsonl(text: str, name: str) -> list[Query]:
+    out = []
+    for number, where, obj in jsonl_lines(text, name, comments=True):
         if not isinstance(obj, dict):
             raise QueryFileError(f"{where}: expected an object with \"query\" and \"relevant\"")
         query = obj.get("query", obj.get("question"))

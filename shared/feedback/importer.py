@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from ..home import Home
-from ..queries import QueryFileError, Resolver
+from ..queries import QueryFileError, Resolver, jsonl_lines
 from ..store import Store
 from .store import FeedbackStore, now
 
@@ -18,14 +17,7 @@ def import_labels(store: Store, home: Home, path: Path) -> dict:
     resolver = Resolver(store)
     id_of = {rowid: cid for cid, rowid in resolver.by_id.items()}
     ops, questions, labels, unresolved = [], 0, 0, []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise QueryFileError(f"{where}: not valid JSON ({exc.msg})") from None
+    for number, where, obj in jsonl_lines(path.read_text(encoding="utf-8"), path.name):
         query = obj.get("query") if isinstance(obj, dict) else None
         if not isinstance(query, str) or not query.strip():
             raise QueryFileError(f"{where}: \"query\" must be a non-empty string")
