@@ -62,7 +62,7 @@ def _question_text(text: str) -> str:
     return " ".join(MENTION.sub(" ", text or "").split())
 
 
-def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict | None = None) -> AsyncApp:
+def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
     token = settings.slack_bot_token.get_secret_value()
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
@@ -72,7 +72,7 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
     signatures = SeenKeys(ttl=10 * 60)
     messages: dict[str, str] = {}  # answer message ts -> question id (recent answers)
     question_threads: dict[str, str] = {}  # question id -> thread ts (recent answers)
-    threads = answered_threads if answered_threads is not None else {}  # thread ts -> True
+    threads: dict[str, bool] = {}  # threads the bot answered in: follow-ups there are answered too
 
     # -- middleware ----------------------------------------------------------------------
     @app.middleware
@@ -126,13 +126,13 @@ def build_slack_app(settings: Settings, qa: QAService, *, answered_threads: dict
                                                   unfurl_links=False, unfurl_media=False)
         ts = response.get("ts")
         question_threads[asked.question_id] = thread_ts
+        threads[thread_ts] = True
         if ts:
             messages[ts] = asked.question_id
-        for recent in (messages, question_threads):  # bounded: older answers are looked up in the store
+            await asyncio.to_thread(qa.posted, asked.question_id, ts)
+        for recent in (messages, question_threads, threads):  # bounded to the most recent answers
             while len(recent) > RECENT_ANSWERS:
                 recent.pop(next(iter(recent)))
-            await asyncio.to_thread(qa.posted, asked.question_id, ts)
-        threads[thread_ts] = True
 
     # -- listeners -----------------------------------------------------------------------
     @app.event("app_mention")
