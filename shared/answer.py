@@ -50,6 +50,11 @@ class Citation:
     def to_dict(self) -> dict:
         return self.__dict__.copy()
 
+    @classmethod
+    def from_chunk(cls, n: int, chunk, rank: int, score: float) -> "Citation":
+        return cls(n=n, chunk_id=chunk.id, url=chunk.url, title=chunk.title, heading_path=chunk.heading_path,
+                   rank=rank, score=score)
+
 
 @dataclass
 class Answer:
@@ -59,7 +64,6 @@ class Answer:
     cited: list[int]  # source numbers the text cites
     mode: str  # llm | extractive
     adapter: str | None
-    hits: list[Hit]
     base_hits: list[Hit] | None = None
     # offered after a 👎: the vector ranks after the answer's sources, then sections full-text search
     # ranks first that the vectors did not return
@@ -96,8 +100,7 @@ def _search_text(question: str, history: list[tuple[str, str]]) -> str:
 
 
 class Answerer:
-    def __init__(self, searcher: Searcher, settings: Settings, k: int = 5, more: int = 5, explore: int = 3,
-                 with_base: bool = True):
+    def __init__(self, searcher: Searcher, settings: Settings, k: int = 5, more: int = 5, explore: int = 3):
         """``k`` passages go to the answer; ``more`` vector ranks after them and ``explore`` full-text
         alternatives are retrieved too, to offer after a 👎."""
         self.searcher = searcher
@@ -105,7 +108,6 @@ class Answerer:
         self.k = k
         self.more = more
         self.explore = explore
-        self.with_base = with_base
         self._client = None
 
     # -- retrieval ------------------------------------------------------------------------
@@ -115,12 +117,12 @@ class Answerer:
         vector = self.searcher.embedder.embed_query(text)
         result = self.searcher.search(text, self.k + self.more, vector=vector)
         base = None
-        if self.with_base and result.adapter is not None:  # the same embedding, without the adapter: cheap
+        if result.adapter is not None:  # the same embedding, without the adapter: cheap
             base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False).hits
         hits = result.hits
         if len(hits) == self.k + self.more:  # a corpus this small shows everything anyway
-            hits = hits + self.searcher.text_alternatives(text, vector, {h.chunk.rowid for h in hits}, self.explore,
-                                                          first_rank=len(hits) + 1)
+            hits = hits + self.searcher.text_alternatives(text, result.vector, {h.chunk.rowid for h in hits},
+                                                          self.explore, first_rank=len(hits) + 1)
         return hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}
 
     # -- answering ------------------------------------------------------------------------
@@ -128,9 +130,7 @@ class Answerer:
         started = time.perf_counter()
         retrieved, base, adapter, timings = self.retrieve(question, history)
         hits = retrieved[:self.k]
-        citations = [Citation(n=i + 1, chunk_id=h.chunk.id, url=h.chunk.url, title=h.chunk.title,
-                              heading_path=" > ".join(x for x in h.chunk.headings if x != h.chunk.title),
-                              rank=h.rank, score=h.score) for i, h in enumerate(retrieved)]
+        citations = [Citation.from_chunk(i + 1, h.chunk, h.rank, h.score) for i, h in enumerate(retrieved)]
         sources, more = citations[:self.k], citations[self.k:]
         error = None
         if self.settings.llm_configured and hits:
@@ -147,7 +147,7 @@ class Answerer:
         cited = sorted({int(n) for n in CITE.findall(text) if 1 <= int(n) <= len(sources)})
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
         return Answer(question=question, text=text, sources=sources, cited=cited, mode=mode, adapter=adapter,
-                      hits=hits, base_hits=base, more=more, timings=timings, error=error)
+                      base_hits=base, more=more, timings=timings, error=error)
 
     def _extractive(self, question: str, hits: list[Hit]) -> str:
         if not hits:
@@ -206,8 +206,7 @@ class Answerer:
             budget -= n
         blocks = []
         for i, hit in enumerate(hits, start=1):
-            c = hit.chunk
-            where = " > ".join([c.title, *[h for h in c.headings if h != c.title]])
+            c, where = hit.chunk, hit.chunk.breadcrumb
             block = f"[{i}] {where} ({c.url})\n<source>\n{c.text}\n</source>"
             n = count(block)
             if n > budget:

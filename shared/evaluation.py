@@ -8,13 +8,13 @@ from typing import Callable
 import numpy as np
 
 from .embedders import Embedder
-from .metrics import KS, metrics, per_query
+from .metrics import KS, metrics
 from .queries import ResolvedQuery
 from .search import rrf
 from .store import Store
 from .vector_index import MemoryIndex
 
-__all__ = ["rank_all", "evaluate", "Comparison", "compare", "format_table"]
+__all__ = ["rank_all", "evaluate", "Comparison", "format_table"]
 
 
 def rank_all(index: MemoryIndex, store: Store, query_vectors: np.ndarray, texts: list[str], *, depth: int = 100,
@@ -43,9 +43,7 @@ def evaluate(index: MemoryIndex, store: Store, embedder: Embedder, queries: list
     if transform is not None:
         vectors = transform(vectors)
     rankings = rank_all(index, store, vectors, [q.text for q in usable], depth=max(KS), mode=mode)
-    result = metrics(rankings, [q.targets for q in usable])
-    result["per_query_first_rank"] = [per_query(r, q.targets)["first_rank"] for r, q in zip(rankings, usable)]
-    return result
+    return metrics(rankings, [q.targets for q in usable])
 
 
 @dataclass
@@ -56,22 +54,13 @@ class Comparison:
     champion_metrics: dict | None = None
 
     def to_dict(self) -> dict:
-        strip = lambda d: {k: v for k, v in d.items() if k != "per_query_first_rank"} if d else d  # noqa: E731
-        out = {"name": self.name, "base": strip(self.base), "deep_memory": strip(self.deep)}
+        out = {"name": self.name, "base": self.base, "deep_memory": self.deep}
         if self.champion_metrics:
-            out["active_adapter"] = strip(self.champion_metrics)
+            out["active_adapter"] = self.champion_metrics
         if self.deep:
             out["gain"] = {k: self.deep[k] - self.base[k] for k in self.base
                            if isinstance(self.base[k], float) and k in self.deep}
         return out
-
-
-def compare(name: str, index, store, embedder, queries, transform=None, mode: str = "vector") -> Comparison:
-    vectors = embedder.embed([q.text for q in queries if q.targets]) if any(q.targets for q in queries) else None
-    base = evaluate(index, store, embedder, queries, None, mode=mode, query_vectors=vectors)
-    deep = evaluate(index, store, embedder, queries, transform, mode=mode, query_vectors=vectors) \
-        if transform is not None else None
-    return Comparison(name, base, deep)
 
 
 def format_table(comparisons: list[Comparison]) -> str:

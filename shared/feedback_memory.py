@@ -203,15 +203,16 @@ class MemoryLoader:
     def refresh(self) -> bool:
         from .deep_memory.feedback_data import labeled_questions
 
-        labels = self.feedback.labels()
+        # a cheap summary first: the labels themselves are read only when something changed
+        summary = self.feedback.rows("SELECT count(*) AS n, max(occurred_at) AS last FROM labels")[0]
         try:
             params_mtime = self.params_path.stat().st_mtime_ns
         except FileNotFoundError:
             params_mtime = 0
-        key = (len(labels), max((str(l.get("occurred_at")) for l in labels), default=""), params_mtime,
-               self.store.vectors_version())
+        key = (summary["n"], str(summary["last"] or ""), params_mtime, self.store.vectors_version())
         if key == self._key:
             return False
+        labels = self.feedback.labels()
         with self.store.lock:
             row_of = dict(self.store.conn.execute("SELECT id, rowid FROM chunks"))
         questions = [q for q in labeled_questions(labels, row_of, self.policy)]

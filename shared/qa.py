@@ -16,7 +16,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .answer import Answer, Answerer, Citation
+from .answer import SHOWN, Answer, Answerer, Citation
 from .feedback.store import FeedbackStore, now
 
 __all__ = ["QAService", "Asked", "reaction_value"]
@@ -59,18 +59,16 @@ class QAService:
             recent = self._recent.get(question_id)
         if recent is not None:
             return list(recent)
-        rows = self.feedback.rows("SELECT rank, chunk_id, url, score, cited FROM retrievals "
+        rows = self.feedback.rows("SELECT rank, chunk_id, score, cited FROM retrievals "
                                   "WHERE question_id = ? AND variant = 'answer' ORDER BY rank", [question_id])
-        shown = {r["rank"] for r in rows if r["cited"]} or {r["rank"] for r in rows[:3]}
+        shown = {r["rank"] for r in rows if r["cited"]} or {r["rank"] for r in rows[:SHOWN]}
         chunks = self.answerer.searcher.store.chunks_by_id([r["chunk_id"] for r in rows])
         out = []
         for n, row in enumerate(rows, start=1):
             chunk = chunks.get(row["chunk_id"])
             if row["rank"] in shown or chunk is None:  # a chunk re-ingested away since is not offered
                 continue
-            out.append(Citation(n=n, chunk_id=row["chunk_id"], url=row["url"], title=chunk.title,
-                                heading_path=" > ".join(x for x in chunk.headings if x != chunk.title),
-                                rank=row["rank"], score=row["score"]))
+            out.append(Citation.from_chunk(n, chunk, row["rank"], row["score"]))
         return out
 
     def ask(self, text: str, *, source: str, user_id: str | None, history: list[tuple[str, str]] = (),

@@ -33,6 +33,7 @@ class SearchResult:
     hits: list[Hit]
     adapter: str | None  # the deep-memory version that transformed the query, if any
     timings: dict = field(default_factory=dict)
+    vector: np.ndarray | None = None  # the query vector searched with (after the adapter)
 
 
 def rrf(rankings: list[list[int]], k: int = RRF_K, weights: list[float] | None = None) -> list[tuple[int, float]]:
@@ -95,16 +96,17 @@ class Searcher:
                    "fetch_ms": (time.perf_counter() - t3) * 1e3}
         hits = [Hit(rank=i + 1, score=score, chunk=chunks[rowid])
                 for i, (rowid, score) in enumerate(ranked) if rowid in chunks]
-        return SearchResult(hits=hits, adapter=name, timings=timings)
+        return SearchResult(hits=hits, adapter=name, timings=timings, vector=vector)
 
     def _adapted(self, vector: np.ndarray, deep_memory: bool) -> tuple[str | None, np.ndarray]:
         name, adapter = self.adapters.current() if (deep_memory and self.adapters is not None) else (None, None)
         return name, (adapter(vector) if adapter is not None else vector)
 
     def text_alternatives(self, question: str, vector: np.ndarray, exclude: set[int], n: int, *,
-                          first_rank: int, deep_memory: bool = True) -> list[Hit]:
+                          first_rank: int) -> list[Hit]:
         """Up to ``n`` sections that full-text search ranks first and the vector search did not return
-        (``exclude``), scored by similarity to the question vector and ranked from ``first_rank`` on.
+        (``exclude``), scored by similarity to ``vector`` (the one that search used: ``SearchResult.vector``)
+        and ranked from ``first_rank`` on.
         Offered beside the nearest sections when an answer missed, they let a user point at an
         answer the vectors (and so the adapter) rank too low to ever show."""
         if n <= 0:
@@ -112,9 +114,8 @@ class Searcher:
         found = [r for r, _ in self.store.text_search(question, n + len(exclude)) if r not in exclude][:n]
         if not found:
             return []
-        _, adapted = self._adapted(vector, deep_memory)
-        scores = self.index.scores(adapted, found) if self.index is not None else \
-            self.store.similarities(adapted, found)
+        scores = self.index.scores(vector, found) if self.index is not None else \
+            self.store.similarities(vector, found)
         chunks = self.store.chunks_by_rowid(found)
         kept = [(r, s) for r, s in zip(found, scores) if r in chunks]
         return [Hit(rank=first_rank + i, score=s, chunk=chunks[r]) for i, (r, s) in enumerate(kept)]

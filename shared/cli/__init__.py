@@ -198,8 +198,7 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
     for hit in hits:
         c = hit.chunk
         click.secho(f"{hit.rank:>3}. {hit.score:.3f}  {c.url}", bold=True)
-        path = " > ".join([c.title, *[h for h in c.headings if h != c.title]])
-        click.echo(f"     {path}")
+        click.echo(f"     {c.breadcrumb}")
         snippet = " ".join(c.text.split())
         click.echo(f"     {snippet[: max(60, min(width, 160) - 5)]}")
     click.echo(f"(deep memory: {result.adapter or 'off'})", err=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from ..store import Store
 
@@ -88,16 +87,3 @@ class Dataset:
                 kept = tuple(p for p in positives if split_of(url_of[p], spec) == split)
                 data.add(split, Example(text=text, positives=kept, source=source))
         return data
-
-    def held_out_rowids(self) -> set[int]:
-        return {p for e in self.val + self.test for p in e.positives}
-
-
-def positives_matrix(examples: list[Example], column_of: dict[int, int], n_columns: int) -> np.ndarray:
-    m = np.zeros((len(examples), n_columns), dtype=bool)
-    for i, e in enumerate(examples):
-        for p in e.positives:
-            j = column_of.get(p)
-            if j is not None:
-                m[i, j] = True
-    return m

@@ -40,7 +40,6 @@ class TrainOptions:
     eval_queries: list[Path] = field(default_factory=list)  # real questions: reported, never trained on
     activate: str = "if-better"  # if-better | always | never
     config: TrainConfig = field(default_factory=TrainConfig)
-    extra: list[tuple[str, list[tuple[str, tuple[int, ...]]]]] = field(default_factory=list)  # e.g. feedback
     progress: bool = True
     max_train: int | None = None  # train on a random subset of this many questions (learning curves)
     split_by: str = "chunk"  # chunk (the reference's protocol) | section (stricter)
@@ -83,8 +82,7 @@ def decide(challenger: dict, champion: dict, champion_name: str) -> tuple[bool, 
                   f"{challenger['hit_rate@10']:.3f}, MRR@10 {champion['mrr@10']:.3f} -> {challenger['mrr@10']:.3f}")
 
 
-def _resolve_query_files(store: Store, paths: list[Path]) -> list[tuple[str, list[tuple[str, tuple[int, ...]]]]]:
-    resolver = Resolver(store)
+def _resolve_query_files(resolver: Resolver, paths: list[Path]) -> list[tuple[str, list[tuple[str, tuple[int, ...]]]]]:
     out = []
     for path in paths:
         resolved = resolver.resolve(load_queries(path))
@@ -109,7 +107,8 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
     # 1. questions
     generator = resolve_generator(options.generator, settings)
     questions, qinfo = synthetic_questions(store, settings, generator, progress=options.progress)
-    row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+    resolver = Resolver(store)
+    row_of = resolver.by_id
     groups: list[tuple[str, list[tuple[str, tuple[int, ...]]]]] = []
     by_style: dict[str, list] = {}
     for q in questions:
@@ -117,8 +116,7 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
         if rows:
             by_style.setdefault(f"synthetic:{q.style}", []).append((q.text, rows))
     groups.extend(sorted(by_style.items()))
-    groups.extend(_resolve_query_files(store, options.queries))
-    groups.extend(options.extra)
+    groups.extend(_resolve_query_files(resolver, options.queries))
 
     # 2. split by chunk, seeded
     spec = SplitSpec(salt=split_salt(options.config.seed), by=options.split_by)
@@ -159,14 +157,14 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
         else:
             champion = (name, adapter)
     comparisons = []
-    resolver = Resolver(store)
     test_queries = _as_resolved(data.test)
     comparisons.append(_compare("held-out synthetic test split", index, store, embedder, test_queries,
                                 result.adapter, champion, vectors["test"]))
     for source in sorted({e.source for e in data.test if not e.source.startswith("synthetic:")}):
-        subset = [e for e in data.test if e.source == source]
-        comparisons.append(_compare(f"{source} (test split)", index, store, embedder, _as_resolved(subset),
-                                    result.adapter, champion))
+        rows = [i for i, e in enumerate(data.test) if e.source == source]
+        comparisons.append(_compare(f"{source} (test split)", index, store, embedder,
+                                    _as_resolved([data.test[i] for i in rows]), result.adapter, champion,
+                                    vectors["test"][rows]))
     for path in options.eval_queries:
         resolved = resolver.resolve(load_queries(path))
         comparisons.append(_compare(f"real questions: {Path(path).name}", index, store, embedder, resolved,

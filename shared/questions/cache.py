@@ -45,7 +45,3 @@ class QuestionCache:
             self.store.conn.execute("INSERT INTO questions(key, generator, payload) VALUES (?, ?, ?) "
                                     "ON CONFLICT(key) DO UPDATE SET payload=excluded.payload",
                                     (key, generator, json.dumps(payload)))
-
-    def count(self, generator_prefix: str = "") -> int:
-        return self.store.conn.execute("SELECT count(*) FROM questions WHERE generator LIKE ?",
-                                       (generator_prefix + "%",)).fetchone()[0]

@@ -21,7 +21,7 @@ import hashlib
 import queue
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -90,7 +90,6 @@ class CrawlStats:
     failed: int = 0
     transient_failures: int = 0
     hit_page_limit: bool = False
-    reasons: dict = field(default_factory=dict)
 
 
 class Crawler:
@@ -182,8 +181,6 @@ class Crawler:
                     try:
                         if not self._allowed(url):
                             self.stats.skipped += 1
-                            self.stats.reasons["disallowed by robots.txt"] = \
-                                self.stats.reasons.get("disallowed by robots.txt", 0) + 1
                             await emit(Failure(url, "disallowed by robots.txt", keep=False))
                             continue
                         if self.crawl_delay:

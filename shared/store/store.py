@@ -37,7 +37,13 @@ class StoredChunk:
 
     @property
     def heading_path(self) -> str:
-        return " > ".join(self.headings)
+        """The headings above the chunk, below the page title: "Syntax > Examples"."""
+        return " > ".join(h for h in self.headings if h != self.title)
+
+    @property
+    def breadcrumb(self) -> str:
+        """Page title, then the headings: "CREATE TABLE > Syntax > Examples"."""
+        return " > ".join([self.title, *(h for h in self.headings if h != self.title)])
 
 
 @dataclass(frozen=True)
