@@ -27,11 +27,11 @@ def _adapter(home: Home, embedder: Embedder, version: str | None):
     else:
         loaded = registry.load_active()
         if loaded is None:
-            return None, None
+            return None, None, {}
         name, adapter, meta = loaded
     if meta.get("embedder") != embedder.name or adapter.dim != embedder.dim:
         raise DeepmemError(f"adapter {name} was trained for {meta.get('embedder')}, not {embedder.name}")
-    return name, adapter
+    return name, adapter, meta
 
 
 def _comparisons(name, index, store, embedder, resolved, adapter, hybrid) -> list[Comparison]:
@@ -49,8 +49,11 @@ def _comparisons(name, index, store, embedder, resolved, adapter, hybrid) -> lis
 
 def evaluate_files(store: Store, embedder: Embedder, home: Home, files: list[Path], version: str | None = None,
                    hybrid: bool = False) -> tuple[list[Comparison], str | None]:
-    name, adapter = _adapter(home, embedder, version)
-    index = MemoryIndex(store)
+    name, adapter, _ = _adapter(home, embedder, version)
+    return _file_comparisons(MemoryIndex(store), store, embedder, files, adapter, hybrid), name
+
+
+def _file_comparisons(index, store, embedder, files, adapter, hybrid) -> list[Comparison]:
     resolver = Resolver(store)
     out = []
     for path in files:
@@ -58,16 +61,15 @@ def evaluate_files(store: Store, embedder: Embedder, home: Home, files: list[Pat
         if not any(q.targets for q in resolved):
             raise DeepmemError(f"{path}: none of its relevant entries match a chunk of this store")
         out.extend(_comparisons(Path(path).name, index, store, embedder, resolved, adapter, hybrid))
-    return out, name
+    return out
 
 
 def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: Settings, version: str | None = None,
                         extra_files: list[Path] = (), hybrid: bool = False) -> tuple[list[Comparison], str | None]:
     """The held-out synthetic test split (from cached questions), then any extra question files."""
-    name, adapter = _adapter(home, embedder, version)
+    name, adapter, meta = _adapter(home, embedder, version)
     generator, spec = "offline", SplitSpec(salt=split_salt(0))
     if name:
-        meta = AdapterRegistry(home.adapters_dir).load(name)[1]
         generator = "llm" if str(meta.get("generator", "")).startswith("llm") else "offline"
         recorded = meta.get("split") or {}
         if recorded.get("salt"):  # the split this adapter was trained against
@@ -82,7 +84,5 @@ def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: 
     index = MemoryIndex(store)
     out = _comparisons("held-out synthetic test split", index, store, embedder, _as_resolved(data.test), adapter,
                        hybrid)
-    if extra_files:
-        more, _ = evaluate_files(store, embedder, home, list(extra_files), version, hybrid)
-        out.extend(more)
+    out.extend(_file_comparisons(index, store, embedder, list(extra_files), adapter, hybrid))
     return out, name
