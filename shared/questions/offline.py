@@ -26,17 +26,19 @@ from dataclasses import dataclass
 
 from ..search_text import STOPWORDS
 from ..store import Store
-from .phrasing import (Lemmatizer, clean_question, heading_questions, is_identifier, name_questions, plural,
-                       sentence_questions, split_sentences)
+from .phrasing import (PREPOSITIONS, PRONOUNS, Lemmatizer, clean_question, heading_questions, is_identifier, name_questions, plural,
+                       sentence_questions, split_sentences, verb_slot_ok)
 
 __all__ = ["GeneratedQuestion", "generate_offline", "OFFLINE_VERSION", "STYLE_PRIORITY"]
 
-OFFLINE_VERSION = "offline-4"
+OFFLINE_VERSION = "offline-5"
 STYLE_PRIORITY = {"link": 0, "doc_question": 1, "sentence": 2, "name": 3, "link_name": 4, "heading": 5}
 MAX_COPIED_WORDS = 7
 SPECIFIC_DF = 0.02  # a term in fewer than 2% of chunks says what the question is about
 DEICTIC = {"it", "its", "this", "that", "these", "those", "they", "them", "their", "such", "here", "there", "above",
            "below", "following", "former", "latter", "one", "ones", "he", "she", "we", "us", "our"}
+LABEL_LEADS = {"about", "more", "see", "click", "read", "learn", "go", "back", "this", "these", "here", "and", "or",
+               "but", "also", "other"}  # a link text starting so is a pointer, not a topic
 GENERIC_LABELS = {"here", "this", "this page", "above", "below", "link", "more", "details", "documentation",
                   "available here", "see", "see also", "next", "previous", "home", "index", "source", "download"}
 DECLARATION = re.compile(r"^[\w\s\*]*?\b([A-Za-z_]\w{3,})\s*\(")
@@ -98,14 +100,22 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
     by_id = {c.id: c for c in chunks}
     vocabulary: set[str] = set()
     forms: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    after_to: dict[str, int] = defaultdict(int)  # "to apply": how the corpus uses a word as a verb
+    after_article: dict[str, int] = defaultdict(int)  # "the index": ... and as a noun
     for c in chunks:
         for sentence in split_sentences(c.text):
-            for i, w in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9_']*", sentence)):
+            words = re.findall(r"[A-Za-z][A-Za-z0-9_']*", sentence)
+            for i, w in enumerate(words):
                 vocabulary.add(w.lower())
                 if i:  # not sentence-initial: the case the corpus really uses
                     forms[w.lower()][w] += 1
+                    if w.islower():
+                        if words[i - 1] == "to":
+                            after_to[w] += 1
+                        elif words[i - 1].lower() in ("the", "a", "an"):
+                            after_article[w] += 1
     case_forms = {low: max(f.items(), key=lambda kv: kv[1])[0] for low, f in forms.items()}
-    lemmatizer = Lemmatizer(vocabulary, case_forms)
+    lemmatizer = Lemmatizer(vocabulary, case_forms, after_to, after_article)
     sections: dict[str, list[_Chunk]] = defaultdict(list)  # chunk url (page#anchor) -> its chunks
     pages: dict[str, list[_Chunk]] = defaultdict(list)
     for c in chunks:
@@ -115,7 +125,7 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
     candidates: list[GeneratedQuestion] = []
 
     def add(text: str | None, positives: list[_Chunk], style: str, origin: str) -> None:
-        if text:
+        if text and verb_slot_ok(text, lemmatizer):
             candidates.append(GeneratedQuestion(text, tuple(c.id for c in positives), style, origin))
 
     for url, members in sections.items():
@@ -142,7 +152,7 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
                         "how", "what", "why", "when", "where", "which", "can", "is", "are", "does", "do", "should"):
                     add(clean_question(sentence), [c], "doc_question", c.id)
                     continue
-                for q, _rule in sentence_questions(sentence, crng):
+                for q, _rule in sentence_questions(sentence, crng, lemmatizer):
                     add(q, [c], "sentence", c.id)
 
     # links: how other pages describe a section
@@ -163,14 +173,22 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
         context = context.lstrip("-*• ").strip()
         truncated = len(context) >= 300 and not context.endswith((".", "?", "!"))
         if context and len(context.split()) >= 6 and "→" not in context and not truncated:
-            for q, _rule in sentence_questions(context, rng):
+            for q, _rule in sentence_questions(context, rng, lemmatizer):
                 add(q, members, "link", page_url)
-        label = text.strip().rstrip(".")
-        if label and not re.search(r"\.html?\b|/|^\W|^\d", label) and 2 <= len(label) <= 60:
+        label = text.strip().rstrip(".:")
+        if label and not re.search(r"\.html?\b|/|^\W|^\d|[—→|]", label) and 2 <= len(label) <= 60 \
+                and label.split()[0].lower() not in LABEL_LEADS | PREPOSITIONS \
+                and not any(w in ("is", "are", "was", "were", "will", "can") for w in label.lower().split()) \
+                and not (" " not in label and label.lower().endswith("ed") and not is_identifier(label)):
             if is_identifier(label):
                 for q in name_questions(label, rng):
                     add(q, members, "link_name", page_url)
             elif 1 <= len(label.split()) <= 6 and label.lower() not in GENERIC_LABELS:
+                first, _, rest = label.partition(" ")
+                if rest and lemmatizer.is_verb(first, leading=True):  # "create a table"
+                    add(clean_question(f"How do I {first.lower()} {lemmatizer.natural(rest)}?"), members, "link_name",
+                        page_url)
+                    continue
                 phrase = lemmatizer.natural(label)
                 be = "are" if plural(phrase) else "is"
                 add(clean_question(rng.choice([f"What {be} {{0}}?", "How do {0} work?" if be == "are"
@@ -187,6 +205,8 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
 
     def specific(question: str) -> bool:
         words = [w.strip("'") for w in WORD.findall(question.lower())]
+        if any(w in PRONOUNS and w not in ("i", "my", "me") for w in words):
+            return False  # "it", "they", "we": a standalone question names its subject
         content = [w for w in words if w not in STOPWORDS and w not in DEICTIC]
         informative = [w for w in content if df.get(w, 0) <= rare]
         if not informative:

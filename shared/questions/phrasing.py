@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 import re
 
+from ..search_text import STOPWORDS
+
 __all__ = ["sentence_questions", "heading_questions", "name_questions", "is_identifier", "split_sentences",
            "clean_question", "Lemmatizer"]
 
@@ -51,23 +53,59 @@ QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", 
                   "should", "will", "could", "may")
 
 
+NOT_VERBS = {"be", "been", "being", "have", "has", "do", "does", "say", "see", "mean", "know", "think", "go", "come",
+             "fall", "light", "port", "medium", "children", "completion", "rw", "several", "unused", "unrelated",
+             "instead", "back", "already", "never", "always", "also", "either", "another", "every", "each"}
+PRONOUNS = {"it", "its", "itself", "they", "them", "their", "themselves", "he", "she", "him", "her", "we", "us",
+            "our", "i", "me", "my", "you", "your", "yourself"}
+PREPOSITIONS = {"to", "of", "in", "on", "for", "with", "by", "at", "from", "as", "into", "about", "than", "via"}
+
+
+def corpus_verbs(to_counts: dict[str, int], determiner_counts: dict[str, int]) -> set[str]:
+    """Base-form verbs as the corpus uses them: words written after "to" far more often than
+    after an article ("to apply", never "the apply"), so "create" is a verb and "index" is not."""
+    out = set()
+    for w, n in to_counts.items():
+        if n >= 3 and determiner_counts.get(w, 0) * 3 <= n and w.isalpha() and len(w) > 2 \
+                and not w.endswith(("ing", "ly", "ed")) and w not in MODAL and w not in PRONOUNS \
+                and w not in PREPOSITIONS and w not in NOT_VERBS and w not in STOPWORDS:
+            out.add(w)
+    return out
+
+
 class Lemmatizer:
     """Word forms as the corpus writes them: gerunds back to base verbs, Title Case back to the
-    case a word has in running text ("Size Of The SQLite Library" -> "size of the SQLite library")."""
+    case a word has in running text ("Size Of The SQLite Library" -> "size of the SQLite library"),
+    and which words the corpus uses as verbs."""
 
-    def __init__(self, vocabulary: set[str] | None = None, case_forms: dict[str, str] | None = None):
+    def __init__(self, vocabulary: set[str] | None = None, case_forms: dict[str, str] | None = None,
+                 to_counts: dict[str, int] | None = None, determiner_counts: dict[str, int] | None = None):
         self.vocabulary = vocabulary or set()
         self.case_forms = case_forms or {}
+        self.to_counts = to_counts or {}
+        self.determiner_counts = determiner_counts or {}
+        self.verbs = corpus_verbs(self.to_counts, self.determiner_counts)
 
     def natural(self, phrase: str) -> str:
         words = phrase.split(" ")
         out = []
-        for w in words:
-            if w[:1].isupper() and w[1:].islower():
+        for i, w in enumerate(words):
+            if w[:1].isupper() and (w[1:].islower() or w == "A"):
                 out.append(self.case_forms.get(w.lower(), w.lower()))
             else:
                 out.append(w)
         return " ".join(out)
+
+    def is_verb(self, word: str, leading: bool = False) -> bool:
+        """Can ``word`` be a verb? ``leading``: is a phrase starting with it a verb phrase
+        ("Apply A Changeset", not "Update Hooks"): then the corpus must use it as a verb far more
+        often than as a noun."""
+        w = word.lower()
+        if w in self.verbs:
+            return True
+        if w not in HOWTO_VERBS:
+            return False
+        return not leading or self.determiner_counts.get(w, 0) * 3 <= self.to_counts.get(w, 0)
 
     def base(self, word: str) -> str:
         w = word.lower()
@@ -179,7 +217,8 @@ VAGUE = {"rest", "remainder", "next", "previous", "following", "first", "last", 
 def _subject_ok(subject: str) -> bool:
     words = [w for w in subject.lower().split() if w not in ("the", "a", "an")]
     return (bool(words) and not any(w in MODAL for w in words) and words[0] not in ("it", "this", "that", "they")
-            and words[0] not in VAGUE and not DATED.search(subject) and not re.search(r"\d", subject))
+            and words[-1] not in PREPOSITIONS and words[0] not in PREPOSITIONS
+            and not re.search(r"\s(?:The|A|An)\s", subject) and words[0] not in VAGUE and not DATED.search(subject) and not re.search(r"\d", subject))
 
 
 def _fill(template: str, groups: tuple[str, ...], subject_groups: tuple[int, ...] = ()) -> str | None:
@@ -194,15 +233,29 @@ def _fill(template: str, groups: tuple[str, ...], subject_groups: tuple[int, ...
         c = _clause(_you(g))
         if c is None:
             return None
-        parts.append(c[0].lower() + c[1:] if not c[:2].isupper() and not is_identifier(c.split()[0]) else c)
+        first = c.split()[0]
+        lower = first.lower() in ("a", "an", "the") or (not c[:2].isupper() and not is_identifier(first))
+        parts.append(c[0].lower() + c[1:] if lower else c)
     try:
         return template.format(*parts)
     except (IndexError, KeyError):
         return None
 
 
-def sentence_questions(sentence: str, rng: random.Random) -> list[tuple[str, str]]:
+VERB_SLOT = re.compile(r"^(?:How (?:do|can) I|What can I use to|Is it possible to|What is used to|Can I|"
+                       r"Is it (?:not )?\w+ to) ([A-Za-z][\w'-]*)")
+
+
+def verb_slot_ok(question: str, lemmatizer: "Lemmatizer") -> bool:
+    """"How do I <verb> ...?": the word after "I" / "to" must be a verb ("How do I a queue?" is not a question)."""
+    m = VERB_SLOT.match(question)
+    return not m or lemmatizer.is_verb(m.group(1))
+
+
+def sentence_questions(sentence: str, rng: random.Random, lemmatizer: "Lemmatizer | None" = None
+                       ) -> list[tuple[str, str]]:
     """Questions a sentence answers: [(question, rule name)]."""
+    lemmatizer = lemmatizer or Lemmatizer()
     s = sentence.strip().lstrip("-*• ").strip()
     if len(s.split()) < 5 or s.endswith("?") or "http" in s or s.count("|") > 1 or REQUIREMENT_ID.search(s):
         return []
@@ -217,7 +270,7 @@ def sentence_questions(sentence: str, rng: random.Random) -> list[tuple[str, str
             template = template.replace("What are {0}", "What is {0}")
         q = _fill(template, groups, subject_groups=(0,) if pattern.pattern.startswith(("^(", "^(?:The")) else ())
         q = clean_question(q) if q else None
-        if q and q.lower() not in (x.lower() for x, _ in out):
+        if q and verb_slot_ok(q, lemmatizer) and q.lower() not in (x.lower() for x, _ in out):
             out.append((q, f"rule{i}"))
         if len(out) >= 2:
             break
@@ -230,21 +283,23 @@ def heading_questions(heading: str, title: str, lemmatizer: Lemmatizer, rng: ran
     if not h or len(h) > 120 or re.fullmatch(r"[\d.\s()-]+", h):
         return []
     low = h.lower()
-    if low.endswith("?"):
-        return [clean_question(h)] if clean_question(h) else []
-    if low.split()[0] in QUESTION_WORDS and len(low.split()) > 3:
-        return [clean_question(h)] if clean_question(h) else []
-    subject = title if title and title.lower() != low else h
+    if low.endswith("?") or (low.split()[0] in QUESTION_WORDS and len(low.split()) > 3):
+        q = clean_question(lemmatizer.natural(h))  # "Why Isn't SQLite Coded In A Safe Language" as typed
+        return [q] if q else []
+    subject = lemmatizer.natural(title if title and title.lower() != low else h)
     if low in GENERIC_HEADINGS:
         template = GENERIC_HEADINGS[low]
         return [template.format(t=subject)] if template and subject else []
     first, _, rest = h.partition(" ")
     if first.lower().endswith("ing") and rest:
         verb = lemmatizer.base(first)
+        rest = lemmatizer.natural(rest)
         return [q for q in (clean_question(f"How do I {verb} {rest}?"), clean_question(f"How can I {verb} {rest}?"))
                 if q][:1 + (rng.random() < 0.3)]
-    if first.lower() in HOWTO_VERBS and rest:
-        return [clean_question(f"How do I {first.lower()} {rest}?")] if clean_question(f"How do I {first.lower()} {rest}?") else []
+    if rest and (lemmatizer.is_verb(first, leading=True) or (
+            first.isalpha() and rest.split()[0].lower() in ("a", "an", "the") and first.lower() not in STOPWORDS)):
+        q = clean_question(f"How do I {first.lower()} {lemmatizer.natural(rest)}?")
+        return [q] if q else []
     if is_identifier(h):
         return name_questions(h, rng)
     if FIGURE.match(h):
@@ -252,12 +307,15 @@ def heading_questions(heading: str, title: str, lemmatizer: Lemmatizer, rng: ran
     np_ = lemmatizer.natural(h)
     if DATED.search(h):
         return [q for q in (clean_question(rng.choice(["What changed in {0}?", "What is new in {0}?"]).format(np_)),) if q]
-    if len(h.split()) <= 2 and title and low not in title.lower() and not is_identifier(h) and "-" not in h:
-        np_ = f"{np_} of {lemmatizer.natural(title)}" if not title.lower().startswith(("the ", "a ")) else \
-            f"{np_} of {lemmatizer.natural(title[0].lower() + title[1:])}"
     be = "are" if plural(np_) else "is"
     templates = [f"What {be} {{0}}?", "How does {0} work?" if be == "is" else "How do {0} work?",
                  f"What {be} {{0}} for?", f"What {be} {{0}} used for?"]
+    if len(h.split()) <= 2 and title and low not in title.lower() and not is_identifier(h) and "-" not in h:
+        # a short heading needs its page for context: "What are registers in the SQLite bytecode engine?"
+        context = lemmatizer.natural(title[0].lower() + title[1:] if title.lower().startswith(("the ", "a ")) else title)
+        templates = [f"What {be} {{0}} in {context}?",
+                     f"How does {{0}} work in {context}?" if be == "is" else f"How do {{0}} work in {context}?",
+                     f"What {be} {{0}} used for in {context}?"]
     picks = rng.sample(templates, 2)
     out = []
     for t in picks:
