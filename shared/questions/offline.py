@@ -31,7 +31,7 @@ from .phrasing import (PREPOSITIONS, PRONOUNS, Lemmatizer, clean_question, headi
 
 __all__ = ["GeneratedQuestion", "generate_offline", "OFFLINE_VERSION", "STYLE_PRIORITY"]
 
-OFFLINE_VERSION = "offline-5"
+OFFLINE_VERSION = "offline-6"
 STYLE_PRIORITY = {"link": 0, "doc_question": 1, "sentence": 2, "name": 3, "link_name": 4, "heading": 5}
 MAX_COPIED_WORDS = 7
 SPECIFIC_DF = 0.02  # a term in fewer than 2% of chunks says what the question is about
@@ -185,7 +185,8 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
                     add(q, members, "link_name", page_url)
             elif 1 <= len(label.split()) <= 6 and label.lower() not in GENERIC_LABELS:
                 first, _, rest = label.partition(" ")
-                if rest and lemmatizer.is_verb(first, leading=True):  # "create a table"
+                if rest.split()[:1] and rest.split()[0].lower() in ("a", "an", "the", "all", "multiple") \
+                        and lemmatizer.is_verb(first, leading=True):  # "create a table", not "serialize method"
                     add(clean_question(f"How do I {first.lower()} {lemmatizer.natural(rest)}?"), members, "link_name",
                         page_url)
                     continue
