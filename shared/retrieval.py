@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from .deep_memory.adapter import LinearAdapter
-from .deep_memory.versions import AdapterRegistry
+from .deep_memory.versions import AdapterRegistry, unfit_for
 from .embedders import Embedder
 from .home import Home
 from .search import Searcher
@@ -50,8 +50,9 @@ class ActiveAdapter:
             self._current = (None, None)
         else:
             name, adapter, meta = loaded
-            if meta.get("embedder") != self.embedder.name or adapter.dim != self.embedder.dim:
-                self.error = f"adapter {name} was trained for {meta.get('embedder')}; ignored"
+            unfit = unfit_for(meta, adapter, self.embedder.name, self.embedder.dim)
+            if unfit:
+                self.error = f"adapter {name} was {unfit}; ignored"
                 self._current = (None, None)
             else:
                 self._current = (name, adapter)

@@ -222,6 +222,25 @@ def test_a_worse_challenger_keeps_the_champion(store_copy, embedder, home):
     assert AdapterRegistry(home.adapters_dir).active_name() == first.version
 
 
+def test_an_adapter_for_another_embedder_is_never_used(store_copy, embedder, home):
+    # same dimension, another model: its weights would turn queries into nonsense without an error
+    reg = AdapterRegistry(home.adapters_dir)
+    rng = np.random.default_rng(0)
+    reg.save(LinearAdapter(rng.normal(size=(embedder.dim, embedder.dim)), np.zeros(embedder.dim)),
+             {"embedder": "some/other-model", "config": {"dim": embedder.dim}})
+    reg.activate("v0001")
+    out = json.loads(run("search", "how do I make an id column that counts up", "--json").output)
+    plain = json.loads(run("search", "how do I make an id column that counts up", "--json",
+                           "--no-deep-memory").output)
+    assert out["adapter"] is None and out["results"] == plain["results"] and out["results"]
+    result = CliRunner().invoke(cli, ["evaluate", "--adapter", "v0001"])
+    assert result.exit_code != 0 and "trained for some/other-model" in result.output
+    # training compares its challenger with plain search, not with the unfit champion
+    report = run_training(store_copy, embedder, home, load_settings(), _options(activate="never"),
+                          log=lambda *a: None)
+    assert "v0001 was trained for some/other-model" in report.decision
+
+
 def test_ctrl_c_during_training_leaves_the_active_adapter(store_copy, embedder, home):
     settings = load_settings()
     run_training(store_copy, embedder, home, settings, _options(activate="always"), log=lambda *a: None)

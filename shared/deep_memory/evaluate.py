@@ -14,7 +14,7 @@ from ..settings import Settings
 from ..store import Store
 from ..vector_index import MemoryIndex
 from .dataset import Dataset, SplitSpec, split_salt
-from .versions import AdapterRegistry
+from .versions import AdapterRegistry, unfit_for
 
 __all__ = ["evaluate_files", "evaluate_test_split"]
 
@@ -29,8 +29,9 @@ def _adapter(home: Home, embedder: Embedder, version: str | None):
         if loaded is None:
             return None, None, {}
         name, adapter, meta = loaded
-    if meta.get("embedder") != embedder.name or adapter.dim != embedder.dim:
-        raise DeepmemError(f"adapter {name} was trained for {meta.get('embedder')}, not {embedder.name}")
+    unfit = unfit_for(meta, adapter, embedder.name, embedder.dim)
+    if unfit:
+        raise DeepmemError(f"adapter {name} was {unfit}")
     return name, adapter, meta
 
 

@@ -26,7 +26,7 @@ from ..vector_index import MemoryIndex
 from .adapter import LinearAdapter
 from .dataset import Dataset, Example, SplitSpec, split_salt
 from .trainer import TrainConfig, train_adapter
-from .versions import AdapterRegistry
+from .versions import AdapterRegistry, same_split, unfit_for
 
 __all__ = ["TrainOptions", "TrainReport", "run_training", "decide", "MIN_CHUNKS"]
 
@@ -148,11 +148,10 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
     champion_note = ""
     if active is not None:
         name, adapter, meta = active
-        same_split = meta.get("split", {}) == {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": spec.by}
-        if meta.get("embedder") != embedder.name or adapter.dim != embedder.dim:
-            champion_note = f" ({name} was trained for another embedder)"
-        elif not same_split:
-            # it may have trained on chunks of this test split: its numbers there would be inflated
+        unfit = unfit_for(meta, adapter, embedder.name, embedder.dim)
+        if unfit:
+            champion_note = f" ({name} was {unfit})"
+        elif not same_split(meta, spec):
             champion_note = f" ({name} was trained on another split and cannot be compared fairly)"
         else:
             champion = (name, adapter)

@@ -41,7 +41,7 @@ from ..vector_index import MemoryIndex
 from .dataset import Dataset, Example, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy, labeled_questions, split_feedback
 from .trainer import TrainConfig, train_adapter
-from .versions import AdapterRegistry
+from .versions import AdapterRegistry, same_split, unfit_for
 
 __all__ = ["NightlyConfig", "run_nightly", "RunBusy", "paired_gain"]
 
@@ -233,7 +233,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         active = registry.load_active()
         if active is not None:
             name, adapter, meta = active
-            if meta.get("embedder") == embedder.name and meta.get("split", {}).get("salt") == spec.salt:
+            if unfit_for(meta, adapter, embedder.name, embedder.dim) is None and same_split(meta, spec):
                 champion_name, champion = name, adapter
         syn_targets = [[frozenset(e.positives)] for e in data.test]
         fb_targets = [[frozenset(q.positives)] if q.positives else [] for q in fb_test]

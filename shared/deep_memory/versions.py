@@ -23,14 +23,28 @@ from pathlib import Path
 
 from ..errors import DeepmemError
 from .adapter import LinearAdapter
+from .dataset import SplitSpec
 
-__all__ = ["AdapterRegistry", "AdapterVersion", "AdapterError"]
+__all__ = ["AdapterRegistry", "AdapterVersion", "AdapterError", "unfit_for", "same_split"]
 
 VERSION = re.compile(r"^v(\d{4,})$")
 
 
 class AdapterError(DeepmemError):
     """No such adapter version, or nothing to roll back to."""
+
+
+def unfit_for(meta: dict, adapter: LinearAdapter, embedder_name: str, dim: int) -> str | None:
+    """Why this adapter cannot adapt queries from that embedder; None when it can."""
+    if meta.get("embedder") != embedder_name or adapter.dim != dim:
+        return f"trained for {meta.get('embedder')} ({adapter.dim} dimensions), not {embedder_name} ({dim})"
+    return None
+
+
+def same_split(meta: dict, spec: SplitSpec) -> bool:
+    """Was this adapter trained on the same train/validation/test split? If not, it may have
+    trained on chunks of this test split, and its numbers there would be inflated."""
+    return meta.get("split", {}) == {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": spec.by}
 
 
 @dataclass(frozen=True)
