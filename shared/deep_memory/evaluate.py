@@ -76,6 +76,10 @@ def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: 
         if recorded.get("salt"):  # the split this adapter was trained against
             spec = SplitSpec(salt=recorded["salt"], val=recorded.get("val", 0.15), test=recorded.get("test", 0.15),
                              by=recorded.get("by", "chunk"))
+            if recorded != spec.to_meta():
+                raise DeepmemError(f"adapter {name} was trained with an older split rule (copies of a chunk could "
+                                   f"fall in different splits), so its test split cannot be rebuilt fairly: "
+                                   f"train again with `deepmem train`, or score it on your own questions with --queries")
     questions, _ = synthetic_questions(store, settings, generator, progress=False)
     row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
     items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]

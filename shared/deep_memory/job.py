@@ -180,7 +180,7 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
         "embedder": embedder.name, "dim": embedder.dim,
         "config": {"dim": embedder.dim, "kind": "linear"},
         "train_config": options.config.to_dict(),
-        "split": {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": spec.by},
+        "split": spec.to_meta(),
         "generator": qinfo.get("generator"), "counts": counts,
         "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "stopped_by": result.stopped_by, "seconds": round(result.seconds, 2),

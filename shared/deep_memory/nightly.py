@@ -255,7 +255,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         champion_label = champion_name or "plain search"
         meta = {"embedder": embedder.name, "dim": embedder.dim, "config": {"dim": embedder.dim, "kind": "linear"},
                 "train_config": train_cfg.to_dict(),
-                "split": {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": spec.by},
+                "split": spec.to_meta(),
                 "generator": qinfo.get("generator"), "counts": counts, "trigger": config.trigger,
                 "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                              "stopped_by": result.stopped_by, "seconds": round(result.seconds, 2)},

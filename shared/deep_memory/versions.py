@@ -44,7 +44,7 @@ def unfit_for(meta: dict, adapter: LinearAdapter, embedder_name: str, dim: int) 
 def same_split(meta: dict, spec: SplitSpec) -> bool:
     """Was this adapter trained on the same train/validation/test split? If not, it may have
     trained on chunks of this test split, and its numbers there would be inflated."""
-    return meta.get("split", {}) == {"salt": spec.salt, "val": spec.val, "test": spec.test, "by": spec.by}
+    return meta.get("split", {}) == spec.to_meta()
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .phrasing import (PREPOSITIONS, PRONOUNS, Lemmatizer, clean_question, headi
 
 __all__ = ["GeneratedQuestion", "generate_offline", "OFFLINE_VERSION", "STYLE_PRIORITY"]
 
-OFFLINE_VERSION = "offline-6"
+OFFLINE_VERSION = "offline-7"
 STYLE_PRIORITY = {"link": 0, "doc_question": 1, "sentence": 2, "name": 3, "link_name": 4, "heading": 5}
 MAX_COPIED_WORDS = 7
 SPECIFIC_DF = 0.02  # a term in fewer than 2% of chunks says what the question is about
@@ -218,6 +218,9 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
     candidates = [q for q in candidates if specific(q.text)]
 
     # drop quotes of the answer, then ambiguous duplicates; keep a few per target, best styles first
+    def content(ids: tuple[str, ...]) -> frozenset[str]:
+        return frozenset(" ".join(by_id[c].text.split()).lower() for c in ids)
+
     ngram_cache: dict[str, set] = {}
     kept: dict[str, GeneratedQuestion] = {}
     ambiguous: set[str] = set()
@@ -228,6 +231,10 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
         if _longest_shared_run(q.text, words, MAX_COPIED_WORDS + 1):
             continue
         if key in kept and set(kept[key].positives) != set(q.positives):
+            if content(kept[key].positives) == content(q.positives):  # the same text on two pages
+                kept[key] = GeneratedQuestion(kept[key].text, tuple(dict.fromkeys(kept[key].positives + q.positives)),
+                                              kept[key].style, kept[key].origin)
+                continue
             ambiguous.add(key)
             continue
         if key not in kept or STYLE_PRIORITY[q.style] < STYLE_PRIORITY[kept[key].style]:
