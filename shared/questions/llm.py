@@ -87,9 +87,15 @@ def _pending(store: Store, generator: str):
 
 def estimate(store: Store, settings: Settings) -> dict:
     """Tokens and cost of generating the questions not in the cache yet."""
-    generator = f"llm:{settings.question_model}:{PROMPT_VERSION}"
-    rows = _pending(store, generator)
-    cached = QuestionCache(store).get_many([r[4] for r in rows])
+    rows = _pending(store, _generator(settings))
+    return _plan(settings, rows, QuestionCache(store).get_many([r[4] for r in rows]))
+
+
+def _generator(settings: Settings) -> str:
+    return f"llm:{settings.question_model}:{PROMPT_VERSION}"
+
+
+def _plan(settings: Settings, rows: list, cached: dict) -> dict:
     enc = encoding_for_model(settings.question_model)
     todo = [r for r in rows if r[4] not in cached]
     tokens = sum(len(enc.encode(m["content"], disallowed_special=())) + 4
@@ -105,12 +111,12 @@ def generate_llm(store: Store, settings: Settings, progress: bool = True) -> tup
         raise ConfigError("the llm generator needs OPENAI_API_KEY (or OPENAI_BASE_URL for a compatible server)")
     import openai
 
-    generator = f"llm:{settings.question_model}:{PROMPT_VERSION}"
+    generator = _generator(settings)
     rows = _pending(store, generator)
     cache = QuestionCache(store)
     cached = cache.get_many([r[4] for r in rows])
     stats = LLMStats(chunks=len(rows), cached=sum(1 for r in rows if r[4] in cached))
-    plan = estimate(store, settings)
+    plan = _plan(settings, rows, cached)  # the same rows and cache read: no second pass over the store
     stats.prompt_tokens, stats.estimated_cost_usd = plan["prompt_tokens"], plan["estimated_cost_usd"]
     todo = [r for r in rows if r[4] not in cached]
     results: dict[str, dict] = {}
