@@ -343,3 +343,35 @@ def test_copies_of_a_chunk_share_a_split(tmp_path, embedder):
             texts = {s: {dict(rows)[p] for e in getattr(data, s) for p in e.positives} for s in ("train", "test")}
             assert texts["test"] and not texts["train"] & texts["test"]
     store.close()
+
+
+def test_by_section_copies_pull_their_whole_sections_together(tmp_path, embedder):
+    # section A (two chunks) shares one chunk's text with section B, whose URL sorts first: A's other chunk must follow
+    from shared.deep_memory.dataset import SplitSpec, split_salt, split_units
+    from shared.ingest import ingest
+    from shared.store import Store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shared_text = "<p>" + " ".join(f"The shared paragraph explains cache pool sizing rule {i}." for i in range(3)) + "</p>"
+    long_text = "<p>" + " ".join(f"Sentence {i} of the long private part talks about journal modes." for i in range(120)) + "</p>"
+    for n in range(30):
+        (docs / f"a{n}.html").write_text(f"<html><title>A{n}</title><body><h2 id='s'>Sizing {n}</h2>{long_text}"
+                                         f"{shared_text.replace('rule', f'rule {n}')}</body></html>")
+        (docs / f"0copy{n}.html").write_text(f"<html><title>B{n}</title><body><h2 id='s'>Copy {n}</h2>"
+                                         f"{shared_text.replace('rule', f'rule {n}')}</body></html>")
+    store = Store.open(tmp_path / "store.db")
+    ingest(store, embedder, load_settings(home=str(tmp_path)), str(docs), base_url="https://example.org/",
+           progress=False)
+    rows = list(store.conn.execute("SELECT rowid, url, text FROM chunks"))
+    by_url = {}
+    for rowid, url, _ in rows:
+        by_url.setdefault(url, []).append(rowid)
+    assert any(len(m) >= 2 for u, m in by_url.items() if "/a" in u)  # the A sections have several chunks
+    units = split_units(store, SplitSpec(salt=split_salt(0), by="section"))
+    for n in range(30):
+        a = by_url[f"https://example.org/a{n}.html#s"]
+        b = by_url[f"https://example.org/0copy{n}.html#s"]
+        assert len({units[r] for r in a + b}) == 1  # one unit: all of A, and its copy in B
+    store.close()
+

@@ -10,8 +10,9 @@ by -0.5 to +0.9 points over four seeds: no measurable inflation there, but the g
 A question goes to the split of the chunk it was made from (its first positive) and keeps only
 the positives of that split: no test question is ever answered by a chunk that was trained on,
 and no training question points at a test chunk. The hash is stable, so a chunk stays in its
-split across runs and adapter versions (comparisons between versions are fair); the salt derives
-from the training seed and is recorded in every adapter's metadata.
+split across runs and adapter versions (comparisons between versions are fair) as long as the
+corpus keeps its copies (a new copy of a chunk can move it); the salt derives from the training
+seed and is recorded in every adapter's metadata.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class SplitSpec:
     by: str = "chunk"  # chunk | section
 
     def to_meta(self) -> dict:
-        """What an adapter records about its split; equal records mean the same split."""
+        """What an adapter records about its split; equal records mean the same split rule and seed
+        (the same split while the corpus's copies stay the same)."""
         return {"salt": self.salt, "val": self.val, "test": self.test, "by": self.by, "twins": "same split"}
 
 
@@ -64,20 +66,28 @@ def split_of(unit: str, spec: SplitSpec) -> str:
 
 
 def split_units(store: Store, spec: SplitSpec) -> dict[int, str]:
-    """rowid -> the unit hashed into a split: the chunk id or section URL, the same for every
-    chunk that has the same text (the first unit of the group, in sorted order)."""
+    """rowid -> the unit hashed into a split: the chunk id or section URL. Units that share a
+    chunk text are merged (union-find), so copies, and with ``by="section"`` every chunk of the
+    sections they sit in, fall in one split."""
     column = "url" if spec.by == "section" else "id"
-    unit: dict[int, str] = {}
+    key: dict[int, str] = {}
     twins: dict[str, list[int]] = defaultdict(list)
-    for rowid, key, text in store.conn.execute(f"SELECT rowid, {column}, text FROM chunks"):
-        unit[rowid] = key
+    for rowid, unit, text in store.conn.execute(f"SELECT rowid, {column}, text FROM chunks"):
+        key[rowid] = unit
         twins[hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()].append(rowid)
+    parent: dict[str, str] = {}
+
+    def find(u: str) -> str:
+        while parent.get(u, u) != u:
+            parent[u] = parent.get(parent[u], parent[u])
+            u = parent[u]
+        return u
+
     for members in twins.values():
-        if len(members) > 1:
-            first = min(unit[r] for r in members)
-            for r in members:
-                unit[r] = first
-    return unit
+        roots = sorted({find(key[r]) for r in members})
+        for other in roots[1:]:
+            parent[other] = roots[0]  # the smallest unit names the merged group
+    return {rowid: find(unit) for rowid, unit in key.items()}
 
 
 @dataclass

@@ -73,13 +73,16 @@ def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: 
     if name:
         generator = "llm" if str(meta.get("generator", "")).startswith("llm") else "offline"
         recorded = meta.get("split") or {}
-        if recorded.get("salt"):  # the split this adapter was trained against
-            spec = SplitSpec(salt=recorded["salt"], val=recorded.get("val", 0.15), test=recorded.get("test", 0.15),
-                             by=recorded.get("by", "chunk"))
-            if recorded != spec.to_meta():
-                raise DeepmemError(f"adapter {name} was trained with an older split rule (copies of a chunk could "
-                                   f"fall in different splits), so its test split cannot be rebuilt fairly: "
-                                   f"train again with `deepmem train`, or score it on your own questions with --queries")
+        if not recorded.get("salt"):
+            raise DeepmemError(f"adapter {name} records no training split, so its held-out test split is unknown: "
+                               f"score it on your own questions with --queries")
+        # the split this adapter was trained against
+        spec = SplitSpec(salt=recorded["salt"], val=recorded.get("val", 0.15), test=recorded.get("test", 0.15),
+                         by=recorded.get("by", "chunk"))
+        if recorded != spec.to_meta():
+            raise DeepmemError(f"adapter {name} was trained with an older split rule (copies of a chunk could "
+                               f"fall in different splits), so its test split cannot be rebuilt fairly: "
+                               f"train again with `deepmem train`, or score it on your own questions with --queries")
     questions, _ = synthetic_questions(store, settings, generator, progress=False)
     row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
     items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]

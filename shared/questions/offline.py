@@ -31,7 +31,7 @@ from .phrasing import (PREPOSITIONS, PRONOUNS, Lemmatizer, clean_question, headi
 
 __all__ = ["GeneratedQuestion", "generate_offline", "OFFLINE_VERSION", "STYLE_PRIORITY"]
 
-OFFLINE_VERSION = "offline-7"
+OFFLINE_VERSION = "offline-8"
 STYLE_PRIORITY = {"link": 0, "doc_question": 1, "sentence": 2, "name": 3, "link_name": 4, "heading": 5}
 MAX_COPIED_WORDS = 7
 SPECIFIC_DF = 0.02  # a term in fewer than 2% of chunks says what the question is about
@@ -125,7 +125,8 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
     candidates: list[GeneratedQuestion] = []
 
     def add(text: str | None, positives: list[_Chunk], style: str, origin: str) -> None:
-        if text and verb_slot_ok(text, lemmatizer):
+        # a heading's how-to is already known to be a verb phrase (gerund, verb, verb + article)
+        if text and (style == "heading" or verb_slot_ok(text, lemmatizer)):
             candidates.append(GeneratedQuestion(text, tuple(c.id for c in positives), style, origin))
 
     for url, members in sections.items():

@@ -31,7 +31,7 @@ IDENTIFIER = re.compile(r"^(?:[A-Za-z_][\w]*(?:(?:\.|::|->)[A-Za-z_]\w*)*(?:\(\)
 GENERIC_HEADINGS = {
     "overview": "What is {t}?", "introduction": "What is {t}?", "summary": "What is {t} in short?",
     "description": "What does {t} do?", "syntax": "What is the syntax of {t}?", "usage": "How do I use {t}?",
-    "examples": "Can you show an example of {t}?", "example": "Can you show an example of {t}?",
+    "examples": "Is there an example of {t}?", "example": "Is there an example of {t}?",
     "limitations": "What are the limitations of {t}?", "details": "How does {t} work?",
     "parameters": "What parameters does {t} take?", "arguments": "What arguments does {t} take?",
     "return value": "What does {t} return?", "returns": "What does {t} return?",
@@ -61,13 +61,22 @@ PRONOUNS = {"it", "its", "itself", "they", "them", "their", "themselves", "he", 
 PREPOSITIONS = {"to", "of", "in", "on", "for", "with", "by", "at", "from", "as", "into", "about", "than", "via"}
 
 
+LY_VERBS = {"apply", "supply", "reply", "comply", "rely", "imply", "multiply", "fly", "ally", "tally"}
+
+
+def _inflected(w: str) -> bool:
+    """An -ing form, an -ly adverb or an -ed participle, not a base verb ("apply", "embed", "exceed" are)."""
+    return (w.endswith("ing") or (w.endswith("ly") and w not in LY_VERBS)
+            or (w.endswith("ed") and not w.endswith("eed") and w != "embed"))
+
+
 def corpus_verbs(to_counts: dict[str, int], determiner_counts: dict[str, int]) -> set[str]:
     """Base-form verbs as the corpus uses them: words written after "to" far more often than
     after an article ("to apply", never "the apply"), so "create" is a verb and "index" is not."""
     out = set()
     for w, n in to_counts.items():
         if n >= 3 and determiner_counts.get(w, 0) * 3 <= n and w.isalpha() and len(w) > 2 \
-                and not w.endswith(("ing", "ly", "ed")) and w not in MODAL and w not in PRONOUNS \
+                and not _inflected(w) and w not in MODAL and w not in PRONOUNS \
                 and w not in PREPOSITIONS and w not in NOT_VERBS and w not in STOPWORDS:
             out.add(w)
     return out
