@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from .documents import Block, ParsedPage
 from .tokens import count_tokens
 
-__all__ = ["Chunk", "chunk_page", "chunk_id"]
+__all__ = ["Chunk", "chunk_page", "chunk_id", "same_text_key"]
 
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[A-Z0-9(\"'`])")
 
@@ -149,3 +149,9 @@ def chunk_page(page: ParsedPage, page_url: str, max_tokens: int = 180,
             chunks.append(Chunk(id=cid, page_url=page_url, title=page.title, headings=headings, anchors=anchors,
                                 text=text, ord=len(chunks), n_tokens=count_tokens(text)))
     return chunks
+
+
+def same_text_key(text: str) -> str:
+    """Equal for chunks whose text differs only in spacing and case: copies of one section
+    published on two pages."""
+    return hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()

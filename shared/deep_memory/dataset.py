@@ -21,7 +21,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-
+from ..chunking import same_text_key
 from ..store import Store
 
 __all__ = ["Example", "SplitSpec", "Dataset", "split_of", "split_salt", "split_units"]
@@ -50,6 +50,11 @@ class SplitSpec:
         (the same split while the corpus's copies stay the same)."""
         return {"salt": self.salt, "val": self.val, "test": self.test, "by": self.by, "twins": "same split"}
 
+    @classmethod
+    def from_meta(cls, recorded: dict) -> "SplitSpec":
+        return cls(salt=recorded["salt"], val=recorded.get("val", 0.15), test=recorded.get("test", 0.15),
+                   by=recorded.get("by", "chunk"))
+
 
 def split_salt(seed: int) -> str:
     """The split follows the seed: the same seed gives the same split on every run."""
@@ -74,7 +79,7 @@ def split_units(store: Store, spec: SplitSpec) -> dict[int, str]:
     twins: dict[str, list[int]] = defaultdict(list)
     for rowid, unit, text in store.conn.execute(f"SELECT rowid, {column}, text FROM chunks"):
         key[rowid] = unit
-        twins[hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()].append(rowid)
+        twins[same_text_key(text)].append(rowid)
     parent: dict[str, str] = {}
 
     def find(u: str) -> str:
@@ -95,6 +100,7 @@ class Dataset:
     train: list[Example] = field(default_factory=list)
     val: list[Example] = field(default_factory=list)
     test: list[Example] = field(default_factory=list)
+    units: dict[int, str] = field(default_factory=dict)  # rowid -> its split unit (see split_units)
 
     def add(self, split: str, example: Example) -> None:
         getattr(self, split).append(example)
@@ -113,7 +119,7 @@ class Dataset:
         """``groups``: [(source, [(question, positive rowids)])]. Each question goes to the split of
         its first positive; positives from other splits are dropped (never leak)."""
         url_of = split_units(store, spec)
-        data = cls()
+        data = cls(units=url_of)
         for source, items in groups:
             for text, positives in items:
                 positives = tuple(p for p in positives if p in url_of)

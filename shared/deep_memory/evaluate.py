@@ -76,9 +76,7 @@ def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: 
         if not recorded.get("salt"):
             raise DeepmemError(f"adapter {name} records no training split, so its held-out test split is unknown: "
                                f"score it on your own questions with --queries")
-        # the split this adapter was trained against
-        spec = SplitSpec(salt=recorded["salt"], val=recorded.get("val", 0.15), test=recorded.get("test", 0.15),
-                         by=recorded.get("by", "chunk"))
+        spec = SplitSpec.from_meta(recorded)  # the split this adapter was trained against
         if recorded != spec.to_meta():
             raise DeepmemError(f"adapter {name} was trained with an older split rule (copies of a chunk could "
                                f"fall in different splits), so its test split cannot be rebuilt fairly: "

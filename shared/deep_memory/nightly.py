@@ -38,7 +38,7 @@ from ..questions import resolve_generator, synthetic_questions
 from ..settings import Settings
 from ..store import Store
 from ..vector_index import MemoryIndex
-from .dataset import Dataset, Example, SplitSpec, split_salt, split_units
+from .dataset import Dataset, Example, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy, labeled_questions, split_feedback
 from .trainer import TrainConfig, train_adapter
 from .versions import AdapterRegistry, same_split, unfit_for
@@ -212,9 +212,8 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
                 data.train.append(Example(text=q.text, positives=tuple(sorted(q.positives)), source="feedback",
                                           weight=weight, negatives=tuple(sorted(q.negatives))))
                 trained_on.update(q.positives)
-        units = split_units(store, spec)  # a copy of a feedback-trained chunk was trained on too
-        trained_units = {units[r] for r in trained_on}
-        data.test = [e for e in data.test if not any(units[p] in trained_units for p in e.positives)]
+        trained_units = {data.units[r] for r in trained_on}  # a copy of a feedback-trained chunk was trained on too
+        data.test = [e for e in data.test if not any(data.units[p] in trained_units for p in e.positives)]
         counts = data.counts() | {"feedback_questions": len(labeled), "feedback_train": len(fb_train),
                                   "feedback_test": len(fb_test),
                                   "feedback_users": len({u for q in labeled for u in q.users})}

@@ -115,9 +115,9 @@ def generate_llm(store: Store, settings: Settings, progress: bool = True) -> tup
     rows = _pending(store, generator)
     cache = QuestionCache(store)
     cached = cache.get_many([r[4] for r in rows])
-    stats = LLMStats(chunks=len(rows), cached=sum(1 for r in rows if r[4] in cached))
     plan = _plan(settings, rows, cached)  # the same rows and cache read: no second pass over the store
-    stats.prompt_tokens, stats.estimated_cost_usd = plan["prompt_tokens"], plan["estimated_cost_usd"]
+    stats = LLMStats(chunks=plan["chunks"], cached=plan["cached"], prompt_tokens=plan["prompt_tokens"],
+                     estimated_cost_usd=plan["estimated_cost_usd"])
     todo = [r for r in rows if r[4] not in cached]
     results: dict[str, dict] = {}
 

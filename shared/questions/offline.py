@@ -24,10 +24,11 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ..chunking import same_text_key
 from ..search_text import STOPWORDS
 from ..store import Store
-from .phrasing import (PREPOSITIONS, PRONOUNS, Lemmatizer, clean_question, heading_questions, is_identifier, name_questions, plural,
-                       sentence_questions, split_sentences, verb_slot_ok)
+from .phrasing import (PREPOSITIONS, PRONOUNS, Lemmatizer, clean_question, heading_questions, is_identifier,
+                       name_questions, plural, sentence_questions, split_sentences, verb_slot_ok)
 
 __all__ = ["GeneratedQuestion", "generate_offline", "OFFLINE_VERSION", "STYLE_PRIORITY"]
 
@@ -220,7 +221,7 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
 
     # drop quotes of the answer, then ambiguous duplicates; keep a few per target, best styles first
     def content(ids: tuple[str, ...]) -> frozenset[str]:
-        return frozenset(" ".join(by_id[c].text.split()).lower() for c in ids)
+        return frozenset(same_text_key(by_id[c].text) for c in ids)
 
     ngram_cache: dict[str, set] = {}
     kept: dict[str, GeneratedQuestion] = {}

@@ -98,7 +98,7 @@ class Lemmatizer:
     def natural(self, phrase: str) -> str:
         words = phrase.split(" ")
         out = []
-        for i, w in enumerate(words):
+        for w in words:
             if w[:1].isupper() and (w[1:].islower() or w == "A"):
                 out.append(self.case_forms.get(w.lower(), w.lower()))
             else:
@@ -226,8 +226,9 @@ VAGUE = {"rest", "remainder", "next", "previous", "following", "first", "last", 
 def _subject_ok(subject: str) -> bool:
     words = [w for w in subject.lower().split() if w not in ("the", "a", "an")]
     return (bool(words) and not any(w in MODAL for w in words) and words[0] not in ("it", "this", "that", "they")
-            and words[-1] not in PREPOSITIONS and words[0] not in PREPOSITIONS
-            and not re.search(r"\s(?:The|A|An)\s", subject) and words[0] not in VAGUE and not DATED.search(subject) and not re.search(r"\d", subject))
+            and words[0] not in PREPOSITIONS and words[-1] not in PREPOSITIONS and words[0] not in VAGUE
+            and not re.search(r"\s(?:The|A|An)\s", subject) and not DATED.search(subject)
+            and not re.search(r"\d", subject))
 
 
 def _fill(template: str, groups: tuple[str, ...], subject_groups: tuple[int, ...] = ()) -> str | None:
