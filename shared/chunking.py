@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .documents import Block, ParsedPage
 from .tokens import count_tokens
 
-__all__ = ["Chunk", "chunk_page", "chunk_id", "same_text_key"]
+__all__ = ["Chunk", "chunk_page", "chunk_id", "same_text_key", "near_copies"]
 
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[A-Z0-9(\"'`])")
 
@@ -155,3 +156,34 @@ def same_text_key(text: str) -> str:
     """Equal for chunks whose text differs only in spacing and case: copies of one section
     published on two pages."""
     return hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()
+
+
+SHINGLE_WORDS = 5  # near copies are compared by their runs of this many words
+NEAR_COPY_SHARE = 0.8  # share of the shorter chunk's runs found in the other
+MIN_SHINGLES = 8  # a chunk shorter than this (~12 words) is too short to call a copy of anything
+COMMON_SHINGLE = 50  # a run found in more chunks is boilerplate: it proposes no pair
+
+
+def near_copies(chunks: Iterable[tuple[int, str]], share: float = NEAR_COPY_SHARE) -> list[tuple[int, int]]:
+    """Pairs of chunks that say nearly the same thing, beyond exact copies (``same_text_key``):
+    at least ``share`` of the shorter chunk's 5-word runs also appear in the other. Documentation
+    repeats itself with small differences: a section republished on another page with other
+    chunk boundaries, a release note repeated in the change log. ``chunks``: (key, text)."""
+    words = re.compile(r"[a-z0-9_]+")
+    runs: dict[int, set[int]] = {}
+    holders: dict[int, list[int]] = defaultdict(list)
+    for key, text in chunks:
+        w = words.findall(text.lower())
+        runs[key] = {hash(tuple(w[i:i + SHINGLE_WORDS])) for i in range(len(w) - SHINGLE_WORDS + 1)}
+        for run in runs[key]:
+            holders[run].append(key)
+    candidates: set[tuple[int, int]] = set()  # pairs sharing at least one run that is not boilerplate
+    for keys in holders.values():
+        if 2 <= len(keys) <= COMMON_SHINGLE:
+            candidates.update((a, b) for i, a in enumerate(keys) for b in keys[i + 1:])
+    pairs = []
+    for a, b in sorted(candidates):
+        shorter = min(len(runs[a]), len(runs[b]))
+        if shorter >= MIN_SHINGLES and len(runs[a] & runs[b]) >= share * shorter:
+            pairs.append((a, b))
+    return pairs

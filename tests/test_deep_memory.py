@@ -345,6 +345,41 @@ def test_copies_of_a_chunk_share_a_split(tmp_path, embedder):
     store.close()
 
 
+def test_near_copies_share_a_split(tmp_path, embedder):
+    # a section republished with an extra line (not an exact copy): still never split from its copy
+    from shared.chunking import near_copies
+    from shared.deep_memory.dataset import Dataset, SplitSpec, split_salt, split_units
+    from shared.ingest import ingest
+    from shared.store import Store
+
+    body = [f"Option number {i} sets the size of cache pool {i} in pages, and pool {i} is flushed to disk "
+            f"when it is full or when the transaction that filled it commits." for i in range(40)]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "all.html").write_text("<html><title>All options</title><body>" + "".join(
+        f"<h2 id='s{i}'>Cache pool option {i}</h2><p>{b}</p>" for i, b in enumerate(body)) + "</body></html>")
+    for i, b in enumerate(body):
+        (docs / f"option{i}.html").write_text(f"<html><title>Option {i}</title><body><h2 id='s{i}'>Option {i}</h2>"
+                                              f"<p>{b} Added in version 3.{i}.</p></body></html>")
+    store = Store.open(tmp_path / "store.db")
+    ingest(store, embedder, load_settings(home=str(tmp_path)), str(docs), base_url="https://example.org/",
+           progress=False)
+    rows = dict(store.conn.execute("SELECT rowid, text FROM chunks"))
+    pairs = near_copies(rows.items())
+    assert len(pairs) == 40 and all(rows[a] != rows[b] for a, b in pairs)  # no exact copy among them
+    # unrelated chunks that share a phrase are not copies
+    assert near_copies([(1, "The pool is flushed when it is full, said the first page about journals."),
+                        (2, "A cache is flushed when it is full; the second page is about something else entirely.")]) == []
+    for seed in range(3):
+        spec = SplitSpec(salt=split_salt(seed))
+        units = split_units(store, spec)
+        assert all(units[a] == units[b] for a, b in pairs)
+        data = Dataset.build(store, [("s", [(f"question {r}", (r,)) for r in rows])], spec)
+        test = {p for e in data.test for p in e.positives}
+        assert test and not any((a in test) != (b in test) for a, b in pairs)
+    store.close()
+
+
 def test_by_section_copies_pull_their_whole_sections_together(tmp_path, embedder):
     # section A (two chunks) shares one chunk's text with section B, whose URL sorts first: A's other chunk must follow
     from shared.deep_memory.dataset import SplitSpec, split_salt, split_units
