@@ -14,35 +14,39 @@ from .search import rrf
 from .store import Store
 from .vector_index import MemoryIndex
 
-__all__ = ["rank_all", "evaluate", "Comparison", "format_table"]
+__all__ = ["rank_all", "text_rankings", "evaluate", "Comparison", "format_table"]
+
+
+def text_rankings(store: Store, texts: list[str], depth: int = max(KS)) -> list[list[int]]:
+    """Full-text (BM25) rowid rankings: the half of hybrid search that deep memory does not change."""
+    return [[r for r, _ in store.text_search(text, depth)] for text in texts]
 
 
 def rank_all(index: MemoryIndex, store: Store, query_vectors: np.ndarray, texts: list[str], *, depth: int = 100,
-             mode: str = "vector") -> list[list[int]]:
-    """Rowid rankings for many queries at once."""
+             mode: str = "vector", sparse: list[list[int]] | None = None) -> list[list[int]]:
+    """Rowid rankings for many queries at once. ``sparse``: the texts' full-text rankings, when
+    already known (comparing with and without deep memory needs them once)."""
     ids, _ = index.search_many(query_vectors, depth)
     dense = [list(map(int, row)) for row in ids]
     if mode == "vector":
         return dense
     if mode != "hybrid":
         raise ValueError(f"unknown mode {mode!r}")
-    out = []
-    for ranking, text in zip(dense, texts):
-        sparse = [r for r, _ in store.text_search(text, depth)]
-        out.append([r for r, _ in rrf([ranking, sparse])][:depth])
-    return out
+    if sparse is None:
+        sparse = text_rankings(store, texts, depth)
+    return [[r for r, _ in rrf([ranking, text_ranking])][:depth] for ranking, text_ranking in zip(dense, sparse)]
 
 
 def evaluate(index: MemoryIndex, store: Store, embedder: Embedder, queries: list[ResolvedQuery],
              transform: Callable[[np.ndarray], np.ndarray] | None = None, *, mode: str = "vector",
-             query_vectors: np.ndarray | None = None) -> dict:
+             query_vectors: np.ndarray | None = None, sparse: list[list[int]] | None = None) -> dict:
     usable = [q for q in queries if q.targets]
     if not usable:
         return {"queries": 0}
     vectors = query_vectors if query_vectors is not None else embedder.embed([q.text for q in usable])
     if transform is not None:
         vectors = transform(vectors)
-    rankings = rank_all(index, store, vectors, [q.text for q in usable], depth=max(KS), mode=mode)
+    rankings = rank_all(index, store, vectors, [q.text for q in usable], depth=max(KS), mode=mode, sparse=sparse)
     return metrics(rankings, [q.targets for q in usable])
 
 

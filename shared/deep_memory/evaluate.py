@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..embedders import Embedder
 from ..errors import DeepmemError
-from ..evaluation import Comparison, evaluate
+from ..evaluation import Comparison, evaluate, text_rankings
 from ..home import Home
 from ..queries import Resolver, load_queries
 from ..questions import synthetic_questions
@@ -41,10 +41,12 @@ def _comparisons(name, index, store, embedder, resolved, adapter, hybrid) -> lis
     out = [Comparison(name, evaluate(index, store, embedder, usable, None, query_vectors=vectors),
                       evaluate(index, store, embedder, usable, adapter, query_vectors=vectors) if adapter else None)]
     if hybrid:
+        sparse = text_rankings(store, [q.text for q in usable])  # the same with and without the adapter
         out.append(Comparison(f"{name}, hybrid (vectors + BM25)",
-                              evaluate(index, store, embedder, usable, None, mode="hybrid", query_vectors=vectors),
-                              evaluate(index, store, embedder, usable, adapter, mode="hybrid", query_vectors=vectors)
-                              if adapter else None))
+                              evaluate(index, store, embedder, usable, None, mode="hybrid", query_vectors=vectors,
+                                       sparse=sparse),
+                              evaluate(index, store, embedder, usable, adapter, mode="hybrid", query_vectors=vectors,
+                                       sparse=sparse) if adapter else None))
     return out
 
 
