@@ -42,6 +42,19 @@ def summary_ms(seconds: list[float]) -> dict:
             "mean_ms": round(statistics.fmean(ms), 3), "n": len(ms)}
 
 
+TABLE_KEYS = ["recall@1", "recall@3", "recall@5", "recall@10", "recall@50", "recall@100", "hit_rate@10", "mrr@10"]
+
+
+def pick(m: dict) -> dict:
+    """The reference table's metrics of one evaluation, rounded, with its question count."""
+    return {k: round(m[k], 4) for k in TABLE_KEYS if k in m} | {"queries": m.get("queries")}
+
+
+def gain(comparison) -> dict:
+    """Deep memory minus plain search, per metric of the reference table."""
+    return {k: round(comparison.deep[k] - comparison.base[k], 4) for k in TABLE_KEYS}
+
+
 def save(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

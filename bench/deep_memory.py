@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import machine, peak_rss_mb, percentile, save  # noqa: E402
+from bench.common import TABLE_KEYS, gain, machine, peak_rss_mb, percentile, pick, save  # noqa: E402
 from shared.deep_memory.evaluate import evaluate_files  # noqa: E402
 from shared.deep_memory.job import TrainOptions, run_training  # noqa: E402
 from shared.deep_memory.trainer import TrainConfig  # noqa: E402
@@ -39,11 +39,7 @@ from shared.sources import DEMO_BASE_URL, demo_archive  # noqa: E402
 from shared.store import Store  # noqa: E402
 
 FAQ = demo_archive().parent / "sqlite-faq.jsonl"
-KEYS = ["recall@1", "recall@3", "recall@5", "recall@10", "recall@50", "recall@100", "hit_rate@10", "mrr@10"]
 
-
-def pick(m: dict) -> dict:
-    return {k: round(m[k], 4) for k in KEYS if k in m} | {"queries": m.get("queries")}
 
 
 def main() -> None:
@@ -116,10 +112,8 @@ def main() -> None:
         print(splits[-1])
     split_gains = [x["gain_hit@10"] for x in splits]
 
-    def gain(c):
-        return {k: round(c.deep[k] - c.base[k], 4) for k in KEYS}
 
-    worst_k = min(synthetic.deep[k] - synthetic.base[k] for k in KEYS if k.startswith("recall"))
+    worst_k = min(synthetic.deep[k] - synthetic.base[k] for k in TABLE_KEYS if k.startswith("recall"))
     result = {
         "machine": machine(), "embedder": embedder.name, "chunks": store.stats()["chunks"],
         "generator": main_report.questions.get("generator"), "counts": main_report.counts,

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import machine, save  # noqa: E402
+from bench.common import gain, machine, pick, save  # noqa: E402
 from shared.deep_memory.evaluate import evaluate_files  # noqa: E402
 from shared.deep_memory.job import TrainOptions, run_training  # noqa: E402
 from shared.embedders import make_embedder  # noqa: E402
@@ -45,7 +45,6 @@ from shared.store import Store  # noqa: E402
 PACKAGE = "python3.11-doc"
 BASE_URL = "https://docs.python.org/3.11/"
 CORPUS_PARTS = ["library", "reference", "tutorial", "howto", "c-api", "using", "extending", "glossary.html"]
-KEYS = ["recall@1", "recall@3", "recall@5", "recall@10", "recall@50", "recall@100", "hit_rate@10", "mrr@10"]
 
 
 def fetch_docs(deb: str | None, work: Path) -> tuple[Path, str]:
@@ -96,12 +95,6 @@ def faq_questions(html: Path, corpus: Path) -> list[dict]:
     return out
 
 
-def pick(m: dict) -> dict:
-    return {k: round(m[k], 4) for k in KEYS if k in m} | {"queries": m.get("queries")}
-
-
-def gain(c) -> dict:
-    return {k: round(c.deep[k] - c.base[k], 4) for k in KEYS}
 
 
 def main() -> None:

@@ -304,23 +304,32 @@ def test_train_and_evaluate_commands(store_copy, tmp_path):
     assert bad.exit_code == 1 and "no adapter version 'v0042'" in bad.output
 
 
-def test_copies_of_a_chunk_share_a_split(tmp_path, embedder):
-    # the same section published on two pages (an all-in-one page and a page of its own): a test
-    # chunk's copy must never be trained on, whatever the seed
-    from shared.deep_memory.dataset import Dataset, SplitSpec, split_salt, split_units
+def _ingest_pages(tmp_path, embedder, pages: dict[str, str]):
+    """A store holding these HTML pages (name -> html), published at https://example.org/."""
     from shared.ingest import ingest
     from shared.store import Store
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    sections = [f"<h2 id='s{i}'>Cache pool option {i}</h2><p>Option number {i} sets the size of cache pool {i} in pages, "
-                f"and pool {i} is flushed when full.</p>" for i in range(40)]
-    (docs / "all.html").write_text("<html><title>All options</title><body>" + "".join(sections) + "</body></html>")
-    for i, section in enumerate(sections):
-        (docs / f"option{i}.html").write_text(f"<html><title>Option {i}</title><body>{section}</body></html>")
+    for name, html in pages.items():
+        (docs / name).write_text(html)
     store = Store.open(tmp_path / "store.db")
     ingest(store, embedder, load_settings(home=str(tmp_path)), str(docs), base_url="https://example.org/",
            progress=False)
+    return store
+
+
+def test_copies_of_a_chunk_share_a_split(tmp_path, embedder):
+    # the same section published on two pages (an all-in-one page and a page of its own): a test
+    # chunk's copy must never be trained on, whatever the seed
+    from shared.deep_memory.dataset import Dataset, SplitSpec, split_salt, split_units
+
+    sections = [f"<h2 id='s{i}'>Cache pool option {i}</h2><p>Option number {i} sets the size of cache pool {i} in pages, "
+                f"and pool {i} is flushed when full.</p>" for i in range(40)]
+    pages = {"all.html": "<html><title>All options</title><body>" + "".join(sections) + "</body></html>"}
+    pages |= {f"option{i}.html": f"<html><title>Option {i}</title><body>{section}</body></html>"
+              for i, section in enumerate(sections)}
+    store = _ingest_pages(tmp_path, embedder, pages)
     rows = list(store.conn.execute("SELECT rowid, text FROM chunks"))
     by_text = {}
     for rowid, text in rows:
@@ -349,21 +358,14 @@ def test_near_copies_share_a_split(tmp_path, embedder):
     # a section republished with an extra line (not an exact copy): still never split from its copy
     from shared.chunking import near_copies
     from shared.deep_memory.dataset import Dataset, SplitSpec, split_salt, split_units
-    from shared.ingest import ingest
-    from shared.store import Store
 
     body = [f"Option number {i} sets the size of cache pool {i} in pages, and pool {i} is flushed to disk "
             f"when it is full or when the transaction that filled it commits." for i in range(40)]
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "all.html").write_text("<html><title>All options</title><body>" + "".join(
-        f"<h2 id='s{i}'>Cache pool option {i}</h2><p>{b}</p>" for i, b in enumerate(body)) + "</body></html>")
-    for i, b in enumerate(body):
-        (docs / f"option{i}.html").write_text(f"<html><title>Option {i}</title><body><h2 id='s{i}'>Option {i}</h2>"
-                                              f"<p>{b} Added in version 3.{i}.</p></body></html>")
-    store = Store.open(tmp_path / "store.db")
-    ingest(store, embedder, load_settings(home=str(tmp_path)), str(docs), base_url="https://example.org/",
-           progress=False)
+    pages = {"all.html": "<html><title>All options</title><body>" + "".join(
+        f"<h2 id='s{i}'>Cache pool option {i}</h2><p>{b}</p>" for i, b in enumerate(body)) + "</body></html>"}
+    pages |= {f"option{i}.html": f"<html><title>Option {i}</title><body><h2 id='s{i}'>Option {i}</h2>"
+                                 f"<p>{b} Added in version 3.{i}.</p></body></html>" for i, b in enumerate(body)}
+    store = _ingest_pages(tmp_path, embedder, pages)
     rows = dict(store.conn.execute("SELECT rowid, text FROM chunks"))
     pairs = near_copies(rows.items())
     assert len(pairs) == 40 and all(rows[a] != rows[b] for a, b in pairs)  # no exact copy among them
@@ -383,21 +385,16 @@ def test_near_copies_share_a_split(tmp_path, embedder):
 def test_by_section_copies_pull_their_whole_sections_together(tmp_path, embedder):
     # section A (two chunks) shares one chunk's text with section B, whose URL sorts first: A's other chunk must follow
     from shared.deep_memory.dataset import SplitSpec, split_salt, split_units
-    from shared.ingest import ingest
-    from shared.store import Store
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
     shared_text = "<p>" + " ".join(f"The shared paragraph explains cache pool sizing rule {i}." for i in range(3)) + "</p>"
     long_text = "<p>" + " ".join(f"Sentence {i} of the long private part talks about journal modes." for i in range(120)) + "</p>"
+    pages = {}
     for n in range(30):
-        (docs / f"a{n}.html").write_text(f"<html><title>A{n}</title><body><h2 id='s'>Sizing {n}</h2>{long_text}"
-                                         f"{shared_text.replace('rule', f'rule {n}')}</body></html>")
-        (docs / f"0copy{n}.html").write_text(f"<html><title>B{n}</title><body><h2 id='s'>Copy {n}</h2>"
-                                         f"{shared_text.replace('rule', f'rule {n}')}</body></html>")
-    store = Store.open(tmp_path / "store.db")
-    ingest(store, embedder, load_settings(home=str(tmp_path)), str(docs), base_url="https://example.org/",
-           progress=False)
+        pages[f"a{n}.html"] = (f"<html><title>A{n}</title><body><h2 id='s'>Sizing {n}</h2>{long_text}"
+                               f"{shared_text.replace('rule', f'rule {n}')}</body></html>")
+        pages[f"0copy{n}.html"] = (f"<html><title>B{n}</title><body><h2 id='s'>Copy {n}</h2>"
+                                   f"{shared_text.replace('rule', f'rule {n}')}</body></html>")
+    store = _ingest_pages(tmp_path, embedder, pages)
     rows = list(store.conn.execute("SELECT rowid, url, text FROM chunks"))
     by_url = {}
     for rowid, url, _ in rows:

@@ -7,7 +7,7 @@ unseen). Chunks that say the same thing are one unit and share a split: exact co
 function) and near copies (the same section chunked at other boundaries, a release note repeated
 in the change log; ``near_copies``). Otherwise the adapter could train on a copy of a test chunk,
 and the test would measure memory, not generalisation. (On the SQLite docs, 19% of chunks have
-an exact copy, and 1,386 pairs are near copies.)
+an exact copy, and 3,344 pairs pass the near-copy test, exact copies among them.)
 A question goes to the split of the chunk it was made from (its first positive) and keeps only
 the positives of that split: no test question is ever answered by a chunk that was trained on,
 and no training question points at a test chunk. The hash is stable, so a chunk stays in its
