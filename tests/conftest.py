@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -8,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# where built test stores are kept (read before tests clear DEEPMEM_* variables)
+TEST_CACHE = os.environ.get("DEEPMEM_TEST_CACHE") or "~/.cache/deepmem/tests"
 
 from shared.embedders import make_embedder  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
@@ -36,17 +39,45 @@ def small_docs(tmp_path_factory) -> Path:
     return corpus.extract(tmp_path_factory.mktemp("small-docs"), corpus.SMALL)
 
 
+def _store_key(embedder) -> str:
+    """What a built test store depends on: the pages, the code that reads, chunks and stores them,
+    and the embedder. A cached store is reused only while all of it is unchanged."""
+    root = Path(__file__).resolve().parent.parent / "shared"
+    code = sorted([*root.glob("parsers/*.py"), *root.glob("sources/*.py"), *root.glob("store/*.py"),
+                   root / "chunking.py", root / "ingest.py", root / "documents.py"])
+    h = hashlib.sha256(embedder.name.encode())
+    for path in code:
+        h.update(path.read_bytes())
+    h.update("\x1f".join(corpus.SMALL).encode())
+    return h.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
 def small_store_path(tmp_path_factory, small_docs, embedder) -> Path:
-    """A store built once from `small_docs`; tests copy it with `store_copy`."""
+    """A store built once from `small_docs`; tests copy it with `store_copy`.
+
+    Embedding is most of a local test run, so the built store is kept in DEEPMEM_TEST_CACHE
+    (default ~/.cache/deepmem/tests; "off" to never cache) and reused while the pages, the code
+    that ingests them and the embedder are unchanged."""
     from shared.ingest import ingest
     from shared.store import Store
 
+    cached = None
+    if TEST_CACHE.lower() != "off":
+        cached = Path(TEST_CACHE).expanduser() / f"small-store-{_store_key(embedder)}.db"
     home = tmp_path_factory.mktemp("small-home")
+    if cached is not None and cached.is_file():
+        shutil.copy(cached, home / "store.db")
+        return home / "store.db"
     settings = load_settings(home=str(home))
     with Store.open(home / "store.db") as store:
         ingest(store, embedder, settings, str(small_docs), base_url="https://sqlite.org/", progress=False)
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copy(home / "store.db", tmp)
+        os.replace(tmp, cached)  # several test runs at once never see half a file
     return home / "store.db"
 
 
