@@ -41,3 +41,53 @@ def serve(app: App, host: str | None, port: int | None) -> None:
             click.echo(f"deepmem: services: {', '.join(runtime.services)}", err=True)
 
     asyncio.run(run(settings, on_ready=ready))
+
+
+@click.group()
+def history() -> None:
+    """Real questions from the workspace's Slack history, as training labels for deep memory.
+
+    Example:
+
+        deepmem history import --channel help-docs --channel C0123ABCD
+    """
+
+
+@history.command("import")
+@click.option("--channel", "channels", multiple=True,
+              help="A channel to read (#name, name or id); repeatable [env: DEEPMEM_HISTORY_CHANNELS].")
+@click.option("--max-threads", type=click.IntRange(1, None), default=None,
+              help="Read at most this many threads now; the next run goes on from there.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@pass_app
+def import_(app: App, channels: tuple[str, ...], max_threads: int | None, as_json: bool) -> None:
+    """Turn threads where a person answered a question with links into the docs into labels.
+
+    Resumable (an interrupted import goes on where it stopped) and incremental (a later run reads
+    only new threads and threads with new replies). Never reads direct messages.
+    """
+    import json
+
+    from slack_sdk import WebClient
+
+    from shared.errors import ConfigError
+
+    from .history import import_history
+
+    settings = app.settings
+    names = list(channels) or settings.history_channels
+    if not names:
+        raise click.UsageError("name the channels to read: --channel NAME (or DEEPMEM_HISTORY_CHANNELS)")
+    if settings.slack_bot_token is None:
+        raise ConfigError("reading Slack history needs SLACK_BOT_TOKEN")
+    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    report = import_history(client, app.home, app.store(create=False), names,
+                            max_threads=max_threads, log_fn=lambda msg: None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(f"read {report.threads_read} threads in {', '.join('#' + c for c in report.channels)}"
+               f"{' (resumed)' if report.resumed else ''}; {report.threads_skipped_unchanged} unchanged since "
+               f"the last import")
+    click.echo(f"labeled {report.labeled} questions ({report.strong} marked resolved or thanked), "
+               f"{report.labels} linked sections")

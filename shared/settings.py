@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict,
+                               TomlConfigSettingsSource)
 
 from .errors import ConfigError
 
@@ -67,12 +68,22 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_app_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("SLACK_API_URL"))
+    history_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("DEEPMEM_HISTORY_CHANNELS"),
+        description="comma-separated channels whose threads `serve` and `history import` read")
 
     # serving and the nightly job
     host: str = Field("127.0.0.1", validation_alias=_env("DEEPMEM_HOST"))
     port: int = Field(8765, ge=0, le=65535, validation_alias=_env("DEEPMEM_PORT"))
     retrain_cron: str = Field("0 3 * * *", validation_alias=_env("DEEPMEM_RETRAIN_CRON"),
                               description="crontab expression in local time, or 'off'")
+
+    @field_validator("history_channels", mode="before")
+    @classmethod
+    def _channel_list(cls, value):
+        if isinstance(value, str):
+            return [c.strip() for c in value.split(",") if c.strip()]
+        return value
 
     @property
     def llm_configured(self) -> bool:

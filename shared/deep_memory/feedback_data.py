@@ -34,6 +34,7 @@ class LabeledQuestion:
     positives: dict[int, float] = field(default_factory=dict)  # rowid -> weight
     negatives: dict[int, float] = field(default_factory=dict)
     users: set[str] = field(default_factory=set)
+    source: str | None = None  # where the question was asked: slack | web | history | import
 
 
 def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: FeedbackPolicy = FeedbackPolicy()
@@ -56,6 +57,7 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
             cited[(row["question_id"], row.get("user_id") or "?")] += 1
     sums: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     texts: dict[str, str] = {}
+    sources: dict[str, str | None] = {}
     users: dict[str, set[str]] = defaultdict(set)
     for row in labels:
         user = row.get("user_id") or "?"
@@ -70,10 +72,11 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
             weight = min(policy.max_click_weight, float(rank) ** policy.click_eta)
         sums[qid][row_of[row["chunk_id"]]] += weight * (1 if row["label"] > 0 else -1)
         texts[qid] = row["question"]
+        sources[qid] = row.get("source")
         users[qid].add(user)
     out = []
     for qid, chunks in sums.items():
-        q = LabeledQuestion(qid, texts[qid], users=users[qid])
+        q = LabeledQuestion(qid, texts[qid], users=users[qid], source=sources[qid])
         for rowid, total in chunks.items():
             if total > 0:
                 q.positives[rowid] = total

@@ -6,7 +6,9 @@ Tables hold what happened; the ``labels`` view says what it means for training:
   wins; removing a reaction (an event with value 0) withdraws that reaction's vote;
 - a click on a cited source: that chunk is relevant (+1). The rank it was shown at is kept,
   because clicks favour top positions: training weights them by inverse propensity;
-- an imported label: as given.
+- a label (imported, or from the workspace's history): as given, either a chunk id or a
+  ``target``: a page URL or url#anchor, resolved to chunks when it is used (one target, found
+  when any of its chunks is).
 """
 
 from __future__ import annotations
@@ -59,6 +61,31 @@ MIGRATIONS = [
     CREATE INDEX events_question ON events(question_id);
     CREATE INDEX questions_message ON questions(message_ts);
     CREATE INDEX questions_dedupe ON questions(dedupe_key);
+    """,
+    # 2: retraining runs
+    """
+    CREATE TABLE runs (
+        id VARCHAR PRIMARY KEY,
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ,
+        trigger VARCHAR,                  -- schedule | manual | catch-up
+        status VARCHAR NOT NULL,          -- running | promoted | kept | skipped | failed | interrupted
+        pid INTEGER,
+        version VARCHAR,                  -- the challenger, when one was trained
+        champion VARCHAR,
+        decision VARCHAR,
+        counts VARCHAR,                   -- JSON
+        metrics VARCHAR,                  -- JSON: before/after on each held-out set, with noise
+        error VARCHAR,
+        seconds DOUBLE
+    );
+    """,
+    # 3: labels that point at a page or a section (history, imports): kept as written, resolved to
+    # chunks when used, so a page stays one target instead of becoming every chunk it holds;
+    # the question's source (slack, web, history, import) goes with each label
+    """
+    DROP VIEW IF EXISTS labels;  -- migration 1 made the first version of it
+    ALTER TABLE events ADD COLUMN target VARCHAR;
     CREATE VIEW labels AS
     WITH reaction_state AS (
         -- a removed reaction withdraws that reaction, not the user's other votes
@@ -82,37 +109,20 @@ MIGRATIONS = [
         GROUP BY question_id, user_id, chunk_id
     )
     SELECT v.question_id, q.text AS question, r.chunk_id, r.url, r.rank, v.value AS label,
-           'vote' AS kind, v.user_id, v.occurred_at
+           'vote' AS kind, v.user_id, v.occurred_at, NULL AS target, q.source
     FROM votes v
     JOIN questions q ON q.id = v.question_id
     JOIN retrievals r ON r.question_id = v.question_id AND r.variant = 'answer' AND r.cited
     UNION ALL
-    SELECT c.question_id, q.text, c.chunk_id, r.url, c.rank, 1, 'click', c.user_id, c.occurred_at
+    SELECT c.question_id, q.text, c.chunk_id, r.url, c.rank, 1, 'click', c.user_id, c.occurred_at, NULL, q.source
     FROM clicks c
     JOIN questions q ON q.id = c.question_id
     LEFT JOIN retrievals r ON r.question_id = c.question_id AND r.variant = 'answer' AND r.chunk_id = c.chunk_id
     UNION ALL
-    SELECT e.question_id, q.text, e.chunk_id, NULL, e.rank, e.value, 'label', e.user_id, e.occurred_at
+    SELECT e.question_id, q.text, e.chunk_id, NULL, e.rank, e.value, 'label', e.user_id, e.occurred_at, e.target,
+           q.source
     FROM events e JOIN questions q ON q.id = e.question_id
     WHERE e.kind = 'label' AND e.value <> 0;
-    """,
-    # 2: retraining runs
-    """
-    CREATE TABLE runs (
-        id VARCHAR PRIMARY KEY,
-        started_at TIMESTAMPTZ NOT NULL,
-        finished_at TIMESTAMPTZ,
-        trigger VARCHAR,                  -- schedule | manual | catch-up
-        status VARCHAR NOT NULL,          -- running | promoted | kept | skipped | failed | interrupted
-        pid INTEGER,
-        version VARCHAR,                  -- the challenger, when one was trained
-        champion VARCHAR,
-        decision VARCHAR,
-        counts VARCHAR,                   -- JSON
-        metrics VARCHAR,                  -- JSON: before/after on each held-out set, with noise
-        error VARCHAR,
-        seconds DOUBLE
-    );
     """,
 ]
 

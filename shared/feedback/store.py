@@ -40,7 +40,8 @@ QUESTION_COLUMNS = ("id", "asked_at", "source", "user_id", "team_id", "channel_i
                     "error")
 RUN_COLUMNS = ("id", "started_at", "finished_at", "trigger", "status", "pid", "version", "champion", "decision",
                "counts", "metrics", "error", "seconds")
-EVENT_COLUMNS = ("id", "question_id", "occurred_at", "user_id", "kind", "value", "chunk_id", "rank", "detail")
+EVENT_COLUMNS = ("id", "question_id", "occurred_at", "user_id", "kind", "value", "chunk_id", "rank", "detail",
+                 "target")
 
 
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
@@ -176,6 +177,15 @@ class FeedbackStore:
             row = {k: op["row"].get(k) for k in EVENT_COLUMNS}
             conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
                          f"ON CONFLICT (id) DO NOTHING", [row[c] for c in EVENT_COLUMNS])
+        elif kind == "labels":  # a question's labels from one origin, replaced whole (a re-read thread)
+            conn.execute("DELETE FROM events WHERE question_id = ? AND kind = 'label' AND detail = ?",
+                         [op["question_id"], op["detail"]])
+            for n, r in enumerate(op["rows"]):
+                conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES "
+                             f"({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING",
+                             [f"{op['question_id']}:{op['detail']}:{n}", op["question_id"], r.get("at") or now(),
+                              r.get("user_id"), "label", int(r["value"]), r.get("chunk_id"), None, op["detail"],
+                              r.get("target")])
         elif kind == "run":
             row = {k: op["row"].get(k) for k in RUN_COLUMNS}
             for k in ("counts", "metrics"):
@@ -206,12 +216,23 @@ class FeedbackStore:
 
     @staticmethod
     def event_op(*, question_id: str, kind: str, user_id: str | None, value: int = 0, chunk_id: str | None = None,
-                 rank: int | None = None, detail: str | None = None, id: str | None = None, at: str | None = None) -> dict:
+                 rank: int | None = None, detail: str | None = None, id: str | None = None, at: str | None = None,
+                 target: str | None = None) -> dict:
         if kind not in ("vote", "reaction", "source_click", "label"):
             raise ValueError(f"unknown event kind {kind!r}")
         return {"op": "event", "row": {"id": id or uuid.uuid4().hex, "question_id": question_id, "occurred_at": at or now(),
                                        "user_id": user_id, "kind": kind, "value": int(value), "chunk_id": chunk_id,
-                                       "rank": rank, "detail": detail}}
+                                       "rank": rank, "detail": detail, "target": target}}
+
+    @staticmethod
+    def labels_op(question_id: str, detail: str, rows: list[dict]) -> dict:
+        """Replace the labels of ``question_id`` that came from ``detail`` (e.g. "history") with ``rows``:
+        {"target": page URL or url#anchor, or "chunk_id"; "value": strength (negative: not relevant);
+        "user_id": who gave it; "at": when}."""
+        for r in rows:
+            if not (r.get("target") or r.get("chunk_id")) or not isinstance(r.get("value"), int) or not r["value"]:
+                raise ValueError(f"a label needs a target or a chunk id and a non-zero integer value: {r!r}")
+        return {"op": "labels", "question_id": question_id, "detail": detail, "rows": rows}
 
     def forget(self, user_id: str) -> dict:
         """Queue the removal of everything a user asked or did, apply it, and say what went."""

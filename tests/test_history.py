@@ -1,0 +1,146 @@
+"""`deepmem history import`: real questions from a Slack workspace's history, over a loopback Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from shared.cli import cli
+from shared.feedback.store import FeedbackStore
+from shared.home import Home
+
+from .helpers.slack_history import DM, HELP, SlackHistory, check, msg
+
+
+@pytest.fixture
+def slack():
+    """The loopback Slack with a realistic #help-docs, served from its own thread."""
+    server = SlackHistory()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    yield server
+    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture
+def workspace(slack, store_copy, monkeypatch, tmp_path):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_API_URL", slack.base_url)
+    return Home.open(tmp_path / "home")
+
+
+def run_import(*args: str):
+    return CliRunner().invoke(cli, ["history", "import", *args])
+
+
+def labels_by_question(home: Home) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in FeedbackStore(home).labels():
+        out.setdefault(row["question"], []).append(row)
+    return out
+
+
+def test_threads_answered_with_docs_links_become_labels(workspace, slack):
+    result = run_import("--channel", "#help-docs")
+    assert result.exit_code == 0, result.output
+    assert "labeled 4 questions (2 marked resolved or thanked)" in result.output
+    labels = labels_by_question(workspace)
+    assert {q: [(r["target"], r["label"], r["user_id"]) for r in rows] for q, rows in labels.items()} == {
+        "How do I make a column autoincrement in SQLite?": [("https://sqlite.org/autoinc.html", 2, "U02HELPER")],
+        "hey all, is there a way to add a column to an existing table":
+            [("https://sqlite.org/lang_altertable.html#altertabaddcol", 2, "U04HELPER")],
+        "why is my database locked when two processes write at once?": [("https://sqlite.org/wal.html", 1, "U06HELPER")],
+        "What is the maximum length of a string or BLOB?": [("https://sqlite.org/limits.html#max_length", 1, "U02HELPER")],
+    }  # not: the bot's answer, the self-answer, the announcement, the outside link, the deleted question
+    assert all(r["source"] == "history" for rows in labels.values() for r in rows)
+    questions = {q["text"]: q for q in FeedbackStore(workspace).questions()}
+    assert questions["How do I make a column autoincrement in SQLite?"]["user_id"] == "U01ASKER1"
+    assert questions["How do I make a column autoincrement in SQLite?"]["channel_id"] == HELP
+    # answers' text is not kept, only their links
+    dump = repr(FeedbackStore(workspace).rows("SELECT * FROM questions")) + repr(FeedbackStore(workspace).events())
+    assert "You probably don't need it" not in dump and "WAL mode" not in dump
+    # pagination: parents and a three-message thread came in pages of two
+    assert len(slack.calls_of("conversations.history")) >= 6
+    assert any(c.get("cursor") for c in slack.calls_of("conversations.replies"))
+
+
+def test_direct_messages_and_unknown_channels_are_refused_in_one_line(workspace, slack):
+    result = run_import("--channel", DM)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {DM} is a direct message: only channels are read, never DMs"
+    result = run_import("--channel", "#no-such-channel")
+    assert result.output.strip() == "Error: no channel named #no-such-channel that the bot can see"
+    assert not slack.calls_of("conversations.history")  # nothing was read
+
+
+def test_rate_limits_are_waited_out(workspace, slack):
+    slack.rate_limit["conversations.history"] = 1
+    slack.rate_limit["conversations.replies"] = 1
+    started = time.monotonic()
+    result = run_import("--channel", "help-docs")
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 2.0  # Retry-After: 1, twice
+    assert len(labels_by_question(workspace)) == 4
+
+
+def test_an_interrupted_import_goes_on_where_it_stopped(workspace, slack):
+    slack.fail[("conversations.history", 3)] = "internal_error"  # the third page of parents fails once
+    first = run_import("--channel", "help-docs")
+    assert first.exit_code == 1 and first.output.strip().startswith(f"Error: cannot read {HELP}: internal_error")
+    read_before = {c["ts"] for c in slack.calls_of("conversations.replies")}
+    assert read_before and len(labels_by_question(workspace)) >= 1  # what was read is kept
+    slack.calls.clear()
+    second = run_import("--channel", "help-docs")
+    assert second.exit_code == 0 and "(resumed)" in second.output
+    assert slack.calls_of("conversations.history")[0].get("cursor")  # from the saved page, not from the start
+    assert not read_before & {c["ts"] for c in slack.calls_of("conversations.replies")}  # no thread read twice
+    assert len(labels_by_question(workspace)) == 4
+
+
+def test_a_later_import_reads_only_new_threads_and_new_replies(workspace, slack):
+    assert run_import("--channel", "help-docs").exit_code == 0
+    slack.calls.clear()
+    again = run_import("--channel", "help-docs")
+    assert "read 0 threads" in again.output and not slack.calls_of("conversations.replies")
+    # someone answers the self-answered question properly; a new question is answered and resolved
+    slack.add_reply(HELP, "1700000500.000100", msg("1700001000.000100", "U02HELPER",
+                                                   "<https://sqlite.org/foreignkeys.html#fk_enable|enable them first>"))
+    slack.add_thread(HELP, [msg("1700001100.000100", "U14ASKER7", "Does VACUUM need twice the disk space?"),
+                            msg("1700001160.000100", "U02HELPER", "<https://sqlite.org/lang_vacuum.html>",
+                                reactions=check("U14ASKER7", name="heavy_check_mark"))])
+    slack.calls.clear()
+    third = run_import("--channel", "help-docs")
+    assert third.exit_code == 0, third.output
+    assert {c["ts"] for c in slack.calls_of("conversations.replies")} == {"1700000500.000100", "1700001100.000100"}
+    labels = labels_by_question(workspace)
+    assert [(r["target"], r["label"]) for r in labels["How do foreign keys work in SQLite?"]] == \
+        [("https://sqlite.org/foreignkeys.html#fk_enable", 1)]
+    assert [(r["target"], r["label"]) for r in labels["Does VACUUM need twice the disk space?"]] == \
+        [("https://sqlite.org/lang_vacuum.html", 2)]
+
+
+def test_forget_removes_what_an_asker_or_an_answerer_gave(workspace, slack):
+    assert run_import("--channel", "help-docs").exit_code == 0
+    assert CliRunner().invoke(cli, ["feedback", "forget", "U01ASKER1"]).exit_code == 0
+    labels = labels_by_question(workspace)
+    assert "How do I make a column autoincrement in SQLite?" not in labels
+    assert not FeedbackStore(workspace).rows("SELECT * FROM questions WHERE user_id = 'U01ASKER1'")
+    assert CliRunner().invoke(cli, ["feedback", "forget", "U02HELPER"]).exit_code == 0
+    assert set(labels_by_question(workspace)) == {"hey all, is there a way to add a column to an existing table",
+                                                  "why is my database locked when two processes write at once?"}
