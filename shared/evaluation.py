@@ -24,17 +24,19 @@ def text_rankings(store: Store, texts: list[str], depth: int = max(KS)) -> list[
 
 def rank_all(index: MemoryIndex, store: Store, query_vectors: np.ndarray, texts: list[str], *, depth: int = 100,
              mode: str = "vector", sparse: list[list[int]] | None = None) -> list[list[int]]:
-    """Rowid rankings for many queries at once. ``sparse``: the texts' full-text rankings, when
-    already known (comparing with and without deep memory needs them once)."""
-    ids, _ = index.search_many(query_vectors, depth)
-    dense = [list(map(int, row)) for row in ids]
+    """Rowid rankings for many queries at once, one chunk per section (as results are shown).
+    ``sparse``: the texts' full-text rankings, when already known (comparing with and without
+    deep memory needs them once)."""
+    ids, _ = index.search_many(query_vectors, depth)  # one chunk per section
+    dense = [[int(r) for r in row if r >= 0] for row in ids]
     if mode == "vector":
         return dense
     if mode != "hybrid":
         raise ValueError(f"unknown mode {mode!r}")
     if sparse is None:
         sparse = text_rankings(store, texts, depth)
-    return [[r for r, _ in rrf([ranking, text_ranking])][:depth] for ranking, text_ranking in zip(dense, sparse)]
+    return [[r for r, _ in index.collapse(rrf([ranking, text_ranking]), depth)]
+            for ranking, text_ranking in zip(dense, sparse)]
 
 
 def evaluate(index: MemoryIndex, store: Store, embedder: Embedder, queries: list[ResolvedQuery],

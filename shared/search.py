@@ -10,6 +10,7 @@ import numpy as np
 from .embedders import Embedder
 from .errors import EmptyStore
 from .store import Store, StoredChunk
+from .vector_index import OVERFETCH
 
 __all__ = ["Hit", "SearchResult", "Searcher", "rrf"]
 
@@ -47,7 +48,8 @@ def rrf(rankings: list[list[int]], k: int = RRF_K, weights: list[float] | None =
 
 
 class Searcher:
-    """Embeds a question, applies the active deep-memory adapter, and finds chunks.
+    """Embeds a question, applies the active deep-memory adapter, and finds chunks, one per
+    section (the best chunk of a section stands for it; the other places go to other sections).
 
     ``adapters`` (an ActiveAdapter) supplies the current adapter on every call, so a newly
     promoted one is used from the next question on; the corpus vectors never change.
@@ -74,28 +76,36 @@ class Searcher:
         name, vector = self._adapted(vector, deep_memory)
         t2 = time.perf_counter()
         nearest = self.index.search if self.index is not None else self.store.vector_search
+        wanted = k * OVERFETCH  # candidates, collapsed below to one chunk per section
         use_memory = (deep_memory and mode == "vector" and self.memory is not None and len(self.memory)
                       and self.index is not None)
         if use_memory:  # questions near labeled ones: their relevant chunks up, irrelevant ones down
             index, adapted = self.index, vector
             names = self.memory.names(question) if self.memory.names is not None else frozenset()
-            ranked = self.memory.rerank(plain, nearest(vector, max(k, 50)), k,
+            ranked = self.memory.rerank(plain, index.search(vector, max(wanted, 50), collapse=False), wanted,
                                         lambda ids: index.scores(adapted, ids), names)
         elif mode == "vector":
-            ranked = nearest(vector, k)
+            ranked = nearest(vector, wanted)
         elif mode == "hybrid":
-            depth = max(50, k * 5)
+            depth = max(50, wanted)
             dense = [r for r, _ in nearest(vector, depth)]
             sparse = [r for r, _ in self.store.text_search(question, depth)]
-            ranked = rrf([dense, sparse])[:k]
+            ranked = rrf([dense, sparse])[:depth]
         else:
             raise ValueError(f"unknown search mode {mode!r} (vector or hybrid)")
         t3 = time.perf_counter()
         chunks = self.store.chunks_by_rowid([r for r, _ in ranked])
         timings = {"embed_ms": (t1 - t0) * 1e3, "adapter_ms": (t2 - t1) * 1e3, "search_ms": (t3 - t2) * 1e3,
                    "fetch_ms": (time.perf_counter() - t3) * 1e3}
-        hits = [Hit(rank=i + 1, score=score, chunk=chunks[rowid])
-                for i, (rowid, score) in enumerate(ranked) if rowid in chunks]
+        hits, sections = [], set()
+        for rowid, score in ranked:  # one chunk per section: the best one
+            chunk = chunks.get(rowid)
+            if chunk is None or chunk.url in sections:
+                continue
+            sections.add(chunk.url)
+            hits.append(Hit(rank=len(hits) + 1, score=score, chunk=chunk))
+            if len(hits) == k:
+                break
         return SearchResult(hits=hits, adapter=name, timings=timings, vector=vector)
 
     def _adapted(self, vector: np.ndarray, deep_memory: bool) -> tuple[str | None, np.ndarray]:
@@ -105,17 +115,26 @@ class Searcher:
     def text_alternatives(self, question: str, vector: np.ndarray, exclude: set[int], n: int, *,
                           first_rank: int) -> list[Hit]:
         """Up to ``n`` sections that full-text search ranks first and the vector search did not return
-        (``exclude``), scored by similarity to ``vector`` (the one that search used: ``SearchResult.vector``)
-        and ranked from ``first_rank`` on.
+        (``exclude``: the chunks it returned; their sections are left out too), one chunk each,
+        scored by similarity to ``vector`` (the one that search used: ``SearchResult.vector``) and
+        ranked from ``first_rank`` on.
         Offered beside the nearest sections when an answer missed, they let a user point at an
         answer the vectors (and so the adapter) rank too low to ever show."""
         if n <= 0:
             return []
-        found = [r for r, _ in self.store.text_search(question, n + len(exclude)) if r not in exclude][:n]
+        shown = {c.url for c in self.store.chunks_by_rowid(list(exclude)).values()}
+        candidates = [r for r, _ in self.store.text_search(question, (n + len(exclude)) * OVERFETCH)
+                      if r not in exclude]
+        chunks = self.store.chunks_by_rowid(candidates)
+        found = []
+        for r in candidates:  # one chunk per section, and none of a section already shown
+            if r in chunks and chunks[r].url not in shown:
+                shown.add(chunks[r].url)
+                found.append(r)
+                if len(found) == n:
+                    break
         if not found:
             return []
         scores = self.index.scores(vector, found) if self.index is not None else \
             self.store.similarities(vector, found)
-        chunks = self.store.chunks_by_rowid(found)
-        kept = [(r, s) for r, s in zip(found, scores) if r in chunks]
-        return [Hit(rank=first_rank + i, score=s, chunk=chunks[r]) for i, (r, s) in enumerate(kept)]
+        return [Hit(rank=first_rank + i, score=s, chunk=chunks[r]) for i, (r, s) in enumerate(zip(found, scores))]

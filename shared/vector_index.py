@@ -4,6 +4,10 @@ sqlite-vec scans its vec0 table chunk by chunk from SQLite pages; a long-running
 (the bot, the trainer, evaluation) keeps one float32 matrix instead and scans it with one
 matrix-vector product, which runs at memory bandwidth. The copy reloads when the store's
 ``vectors_version`` moves, so an ingest in another process is picked up by the next query.
+
+Results are collapsed to one chunk per section (``collapse``, the default): a section chunked
+in three shows once, at its best chunk, and the other places go to other sections. That is
+what a reader wants from a result list, and what is scored.
 """
 
 from __future__ import annotations
@@ -14,7 +18,23 @@ import numpy as np
 
 from .store import Store
 
-__all__ = ["MemoryIndex", "top_k"]
+__all__ = ["MemoryIndex", "top_k", "first_per_section", "OVERFETCH"]
+
+OVERFETCH = 4  # candidates fetched per result wanted, before collapsing to one chunk per section
+
+
+def first_per_section(ids: np.ndarray, scores: np.ndarray, section: np.ndarray, k: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the first (best) column of each section in every row, up to ``k``; short rows are
+    padded with -1 and -inf. ``ids``: columns, best first; ``section``: column -> section number."""
+    out_ids = np.full((len(ids), k), -1, dtype=np.int64)
+    out_scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
+    for i, (row, values) in enumerate(zip(ids, scores)):
+        _, first = np.unique(section[row], return_index=True)
+        keep = np.sort(first)[:k]
+        out_ids[i, :len(keep)] = row[keep]
+        out_scores[i, :len(keep)] = values[keep]
+    return out_ids, out_scores
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +58,8 @@ class MemoryIndex:
         self._lock = threading.Lock()
         self.version = -1
         # one snapshot, replaced whole: a search never mixes an old matrix with new row ids
-        self._snap: tuple[np.ndarray, np.ndarray, dict[int, int]] = (
-            np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), {})
+        self._snap: tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray] = (
+            np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), {}, np.zeros(0, dtype=np.int64))
         self.refresh()
 
     @property
@@ -54,6 +74,11 @@ class MemoryIndex:
     def column_of(self) -> dict[int, int]:
         return self._snap[2]
 
+    @property
+    def sections(self) -> np.ndarray:
+        """Column -> section number: chunks with the same URL (page#anchor) share one."""
+        return self._snap[3]
+
     def refresh(self) -> bool:
         """Reload when the store changed; True if it did."""
         version = self.store.vectors_version()
@@ -63,37 +88,56 @@ class MemoryIndex:
             if version == self.version:
                 return False
             rowids, matrix = self.store.all_vectors()
-            self._snap = (rowids, np.ascontiguousarray(matrix), {int(r): i for i, r in enumerate(rowids)})
+            column_of = {int(r): i for i, r in enumerate(rowids)}
+            numbers: dict[str, int] = {}
+            sections = np.zeros(len(rowids), dtype=np.int64)
+            for rowid, url in self.store.conn.execute("SELECT rowid, url FROM chunks"):
+                if rowid in column_of:
+                    sections[column_of[rowid]] = numbers.setdefault(url, len(numbers))
+            self._snap = (rowids, np.ascontiguousarray(matrix), column_of, sections)
             self.version = version
         return True
 
     def __len__(self) -> int:
         return len(self._snap[0])
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        self.refresh()
-        rowids, matrix, _ = self._snap
-        if len(rowids) == 0:
-            return []
-        scores = matrix @ np.asarray(query, dtype=np.float32)
-        idx, values = top_k(scores[None, :], k)
-        return [(int(rowids[i]), float(v)) for i, v in zip(idx[0], values[0])]
+    def search(self, query: np.ndarray, k: int, collapse: bool = True) -> list[tuple[int, float]]:
+        ids, values = self.search_many(np.asarray(query, dtype=np.float32)[None, :], k, collapse=collapse)
+        return [(int(i), float(v)) for i, v in zip(ids[0], values[0]) if i >= 0]
+
+    def collapse(self, ranked: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+        """A ranking of (rowid, score) kept to the first chunk of each section, up to ``k``."""
+        _, _, column_of, sections = self._snap
+        seen, out = set(), []
+        for rowid, score in ranked:
+            key = int(sections[column_of[rowid]]) if rowid in column_of else ("rowid", rowid)
+            if key not in seen:
+                seen.add(key)
+                out.append((rowid, score))
+                if len(out) == k:
+                    break
+        return out
 
     def scores(self, query: np.ndarray, rowids: list[int]) -> list[float]:
         """Similarity of ``query`` to given chunks (-1.0 for chunks no longer stored)."""
-        _, matrix, column_of = self._snap
+        _, matrix, column_of, _ = self._snap
         q = np.asarray(query, dtype=np.float32)
         return [float(matrix[column_of[r]] @ q) if r in column_of else -1.0 for r in rowids]
 
-    def search_many(self, queries: np.ndarray, k: int, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """(rowids, scores), each (len(queries), k): many queries in blocks, for evaluation and mining."""
+    def search_many(self, queries: np.ndarray, k: int, batch: int = 1024, collapse: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rowids, scores), each (len(queries), k): many queries in blocks, for evaluation and mining.
+        With ``collapse``, one chunk per section; rows with fewer sections end in rowid -1."""
         self.refresh()
-        rowids, matrix, _ = self._snap
+        rowids, matrix, _, sections = self._snap
         out_ids, out_scores = [], []
         for i in range(0, len(queries), batch):
             scores = np.asarray(queries[i:i + batch], dtype=np.float32) @ matrix.T
-            idx, values = top_k(scores, k)
-            out_ids.append(rowids[idx])
+            idx, values = top_k(scores, k * OVERFETCH if collapse else k)
+            if collapse:
+                idx, values = first_per_section(idx, values, sections, k)
+            ids = np.where(idx >= 0, rowids[np.maximum(idx, 0)], -1) if len(rowids) else idx
+            out_ids.append(ids)
             out_scores.append(values)
         if not out_ids:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)

@@ -146,9 +146,15 @@ def test_memory_index_matches_sqlite_vec_and_follows_changes(store_copy, embedde
     for question in ("autoincrement keyword", "write-ahead log checkpoint", "JSON functions"):
         q = embedder.embed_query(question)
         exact = store_copy.vector_search(q, 10)
-        fast = index.search(q, 10)
+        fast = index.search(q, 10, collapse=False)
         assert [r for r, _ in fast] == [r for r, _ in exact]
         assert all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(fast, exact))
+        # by default one chunk per section: the best chunk of each, in order
+        deep = store_copy.vector_search(q, 60)
+        urls = {r: c.url for r, c in store_copy.chunks_by_rowid([r for r, _ in deep]).items()}
+        firsts = [r for i, (r, _) in enumerate(deep) if urls[r] not in {urls[p] for p, _ in deep[:i]}][:10]
+        assert [r for r, _ in index.search(q, 10)] == firsts
+        assert len(firsts) == 10 and len({urls[r] for r in firsts}) == 10
     page = store_copy.conn.execute("SELECT id FROM pages WHERE url LIKE '%autoinc.html'").fetchone()[0]
     store_copy.delete_pages([page])  # as an ingest in another process would
     hits = index.search(embedder.embed_query("AUTOINCREMENT keyword"), 10)
@@ -169,9 +175,12 @@ def test_full_text_alternatives_bring_in_what_the_vectors_missed(store_copy, emb
         alternatives = searcher.text_alternatives(question, vector, exclude, 3, first_rank=11)
         assert [h.rank for h in alternatives] == [11, 12, 13]
         assert not exclude & {h.chunk.rowid for h in alternatives}
-        # they are what BM25 ranks first among the chunks not already retrieved
-        bm25 = [r for r, _ in store_copy.text_search(question, 20) if r not in exclude][:3]
-        assert [h.chunk.rowid for h in alternatives] == bm25
+        # they are what BM25 ranks first among the sections not already retrieved, one chunk each
+        shown = {h.chunk.url for h in nearest}
+        ranked = [r for r, _ in store_copy.text_search(question, 100)]
+        urls = {r: c.url for r, c in store_copy.chunks_by_rowid(ranked).items()}
+        bm25 = [r for i, r in enumerate(ranked) if urls[r] not in shown and urls[r] not in {urls[p] for p in ranked[:i]}]
+        assert [h.chunk.rowid for h in alternatives] == bm25[:3]
         # scored like the nearest: the cosine to the question vector (from the index or from the store)
         for h in alternatives:
             stored = store_copy.similarities(vector, [h.chunk.rowid])[0]
