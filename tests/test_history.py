@@ -144,3 +144,37 @@ def test_forget_removes_what_an_asker_or_an_answerer_gave(workspace, slack):
     assert CliRunner().invoke(cli, ["feedback", "forget", "U02HELPER"]).exit_code == 0
     assert set(labels_by_question(workspace)) == {"hey all, is there a way to add a column to an existing table",
                                                   "why is my database locked when two processes write at once?"}
+
+
+def test_the_docs_own_questions_point_where_their_answers_link(store_copy, embedder, small_docs, tmp_path):
+    """A FAQ page among real SQLite pages: each question whose answer links into the docs is a real
+    question with those targets; its own answer is left out of scoring; a question without links is not."""
+    from shared.deep_memory.real_questions import docs_questions
+    from shared.ingest import ingest
+    from shared.queries import Resolver
+    from shared.settings import load_settings
+
+    docs = tmp_path / "faq-docs"
+    docs.mkdir()
+    (docs / "faq.md").write_text(
+        "# Frequently asked questions\n\n"
+        "## How do I get a column that numbers rows by itself?\n\n"
+        "Declare it INTEGER PRIMARY KEY; the [AUTOINCREMENT keyword](https://sqlite.org/autoinc.html) "
+        "is rarely needed.\n\n"
+        "## Why does a second writer get SQLITE_BUSY?\n\n"
+        "Only one connection writes at a time. Set a [busy timeout](https://sqlite.org/c3ref/busy_timeout.html) "
+        "or switch to [write-ahead logging](https://sqlite.org/wal.html).\n\n"
+        "## Is SQLite fast?\n\nYes, for most workloads.\n\n"
+        "## Installation\n\nSee the [download page](https://sqlite.org/amalgamation.html).\n")
+    ingest(store_copy, embedder, load_settings(home=str(tmp_path)), str(docs), base_url="https://example.org/",
+           progress=False)
+    resolver = Resolver(store_copy)
+    questions = {q.text: q for q in docs_questions(store_copy, resolver)}
+    assert set(questions) == {"How do I get a column that numbers rows by itself?",
+                              "Why does a second writer get SQLITE_BUSY?"}
+    busy = questions["Why does a second writer get SQLITE_BUSY?"]
+    assert busy.origin == "docs" and len(busy.targets) == 2
+    assert set().union(*busy.targets) == resolver.resolve_entry("https://sqlite.org/c3ref/busy_timeout.html") \
+        | resolver.resolve_entry("https://sqlite.org/wal.html")
+    own = resolver.resolve_entry("https://example.org/faq.md#why-does-a-second-writer-get-sqlite_busy")
+    assert own and busy.exclude == own
