@@ -63,3 +63,31 @@ def forget(app: App, user: str) -> None:
 
     counts = FeedbackStore(app.home).forget(user)
     click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events")
+
+
+@feedback.command()
+@click.option("--requeue", is_flag=True, help="Move the quarantined files back into the spool (after fixing the cause).")
+@pass_app
+def quarantine(app: App, requeue: bool) -> None:
+    """Spool files that could not be applied, and why (they block nothing; their good lines were applied).
+
+    Example:
+
+        deepmem feedback quarantine --requeue
+    """
+    from ..feedback.store import FeedbackStore
+
+    store = FeedbackStore(app.home)
+    if requeue:
+        moved = store.requeue_quarantined()
+        applied = store.drain()
+        click.echo(f"requeued {moved} files; {applied} operations applied; {store.quarantined()} quarantined")
+        return
+    files = sorted(store.quarantine.glob("*.jsonl")) if store.quarantine.is_dir() else []
+    if not files:
+        click.echo("nothing quarantined")
+        return
+    for path in files:
+        reason = store.quarantine / f"{path.name}.reason"
+        first = reason.read_text(encoding="utf-8", errors="replace").splitlines()[:1] if reason.is_file() else []
+        click.echo(f"{path}: {first[0] if first else 'no reason recorded'}")
