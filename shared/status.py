@@ -1,7 +1,12 @@
-"""A summary of what the data directory holds."""
+"""A summary of what the data directory holds. Reads only: nothing is created or changed."""
 
 from __future__ import annotations
 
+import json
+import math
+
+from .deep_memory.versions import AdapterRegistry
+from .feedback.store import spool_counts
 from .home import Home
 from .store import Store
 
@@ -14,4 +19,25 @@ def collect_status(home: Home, store: Store) -> dict:
         pages = store.conn.execute("SELECT count(*) FROM pages WHERE source_id=?", (source.id,)).fetchone()[0]
         info["sources"].append({"uri": source.uri, "kind": source.kind, "base_url": source.base_url,
                                 "pages": pages, "last_ingest_at": source.last_ingest_at})
+    active = AdapterRegistry(home.adapters_dir).active_status()
+    info["adapter"] = active.name
+    info["adapter_problem"] = active.problem
+    info["memory_problem"] = memory_settings_problem(home)
+    info["feedback_spool"] = spool_counts(home)
     return info
+
+
+def memory_settings_problem(home: Home) -> str | None:
+    """The feedback memory's tuned settings (memory.json) fall back to defaults when unreadable: say so."""
+    path = home.root / "memory.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        values = [float(data[k]) for k in ("threshold", "boost", "penalty")]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return (f"{path} is damaged ({exc.__class__.__name__}); the feedback memory uses its default settings "
+                f"until the next retraining rewrites it")
+    if not all(math.isfinite(v) for v in values):
+        return f"{path} holds values that are not finite; the next retraining rewrites it"
+    return None

@@ -14,7 +14,7 @@ from shared.deep_memory import AdapterRegistry, LinearAdapter
 from shared.deep_memory.adapter import AdapterConfig, QueryAdapter
 from shared.deep_memory.job import TrainOptions, run_training
 from shared.deep_memory.trainer import NotEnoughData, TrainConfig
-from shared.deep_memory.versions import AdapterError
+from shared.deep_memory.versions import ActiveStatus, AdapterError
 from shared.errors import EmptyStore
 from shared.home import Home
 from shared.queries import QueryFileError, Resolver, load_queries
@@ -91,11 +91,39 @@ def test_registry_saves_activates_rolls_back_atomically(tmp_path):
     assert [v.name for v in reg.versions()] == ["v0001", "v0002"]
     c = reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}})
     assert c.name == "v0003" and not (tmp_path / "adapters" / "v0003.partial-999").exists()
-    # a garbled pointer reads as "no adapter", not as a crash
+    # a garbled pointer is no crash, but it is not silently "no adapter" either: it is reported
     reg.pointer.write_text("{not json")
     assert reg.active_name() is None
-    reg.deactivate()
-    assert reg.active_name() is None
+    assert reg.active_status().name is None and "active.json is damaged" in reg.active_status().problem
+    with pytest.raises(AdapterError, match="damaged"):
+        reg.load_active()
+    with pytest.raises(AdapterError, match="adapters activate VERSION"):
+        reg.rollback()
+    reg.deactivate()  # rewriting the pointer repairs it
+    assert reg.active_name() is None and reg.active_status() == ActiveStatus(None, None)
+
+
+def test_a_damaged_active_version_is_reported_not_taken_for_none(tmp_path):
+    reg = AdapterRegistry(tmp_path / "adapters")
+    reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}})
+    reg.activate("v0001")
+    assert reg.active_status() == ActiveStatus("v0001", None)
+    damaged = {"weights.npz": b"PK\x03\x04 not really a zip", "meta.json": b'{"format": "deepmem-adapter v1", "con'}
+    for name, data in damaged.items():
+        original = (reg.root / "v0001" / name).read_bytes()
+        (reg.root / "v0001" / name).write_bytes(data)
+        status = reg.active_status()
+        assert status.name == "v0001" and status.problem.startswith("adapter v0001 cannot be loaded"), name
+        assert "\n" not in status.problem
+        with pytest.raises(AdapterError, match="cannot be loaded"):  # not a BadZipFile traceback
+            reg.activate("v0001")
+        (reg.root / "v0001" / name).write_bytes(original)
+    (reg.root / "v0001" / "weights.npz").unlink()
+    assert "cannot be loaded" in reg.active_status().problem
+    reg.pointer.write_text('{"version": "../../etc", "history": []}')
+    assert "no adapter version '../../etc'" in reg.active_status().problem
+    reg.pointer.write_text('["v0001"]')
+    assert "not a pointer" in reg.active_status().problem
 
 
 # -- question files ----------------------------------------------------------------------------
