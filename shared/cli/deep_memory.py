@@ -27,7 +27,8 @@ def _demo_questions(store) -> list[Path]:
               help="Real questions to report beside the synthetic split (never trained on); repeatable.")
 @click.option("--no-activate", is_flag=True, help="Save the new adapter but leave the active one in place.")
 @click.option("--epochs", type=click.IntRange(1, 500), default=None, help="At most this many epochs.")
-@click.option("--time-budget", type=click.FloatRange(1, None), default=None, help="Stop training after SECONDS.")
+@click.option("--time-budget", type=click.FloatRange(1, None), default=None,
+              help="Stop training after SECONDS (training only: questions and evaluation come on top).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--estimate", is_flag=True, help="With --generator llm: print the token and cost estimate and stop.")
 @click.option("--quiet", "-q", is_flag=True)
@@ -124,7 +125,8 @@ def list_adapters(app: App, as_json: bool = False) -> None:
     from ..deep_memory.versions import AdapterRegistry
 
     registry = AdapterRegistry(app.home.adapters_dir)
-    active = registry.active_name()
+    status = registry.active_status()
+    active = status.name
     rows = []
     for v in registry.versions():
         test = next((m for m in v.meta.get("metrics", []) if "synthetic" in m.get("name", "")), {})
@@ -135,16 +137,20 @@ def list_adapters(app: App, as_json: bool = False) -> None:
                      "base_hit@10": (test.get("base") or {}).get("hit_rate@10"),
                      "decision": v.meta.get("decision")})
     if as_json:
-        echo_json({"active": active, "versions": rows})
+        echo_json({"active": active, "problem": status.problem, "versions": rows})
         return
-    if not rows:
+    if not rows and not status.problem:
         click.echo("no adapters yet: run `deepmem train`")
         return
     for r in rows:
         mark = "*" if r["active"] else " "
         hit = f"hit@10 {r['base_hit@10']:.3f} -> {r['test_hit@10']:.3f}" if r["test_hit@10"] is not None else ""
         click.echo(f"{mark} {r['version']}  {r['created_at']}  {r['train_questions']} questions  {hit}")
-    click.echo(f"active: {active or 'none (plain search)'}")
+    if status.problem:
+        click.echo(f"active: {active or 'unknown'}, but it cannot serve: {status.problem}. Search runs without deep "
+                   f"memory; `deepmem adapters rollback` or `deepmem adapters activate VERSION` fixes it")
+    else:
+        click.echo(f"active: {active or 'none (plain search)'}")
 
 
 @adapters.command()
