@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from .deep_memory.versions import AdapterRegistry
+from .deep_memory.versions import AdapterRegistry, unfit_for
 from .feedback.store import spool_counts
 from .home import Home
 from .store import Store
@@ -19,9 +19,15 @@ def collect_status(home: Home, store: Store) -> dict:
         pages = store.conn.execute("SELECT count(*) FROM pages WHERE source_id=?", (source.id,)).fetchone()[0]
         info["sources"].append({"uri": source.uri, "kind": source.kind, "base_url": source.base_url,
                                 "pages": pages, "last_ingest_at": source.last_ingest_at})
-    active = AdapterRegistry(home.adapters_dir).active_status()
+    registry = AdapterRegistry(home.adapters_dir)
+    active = registry.active_status()
     info["adapter"] = active.name
     info["adapter_problem"] = active.problem
+    if active.name and not active.problem and store.embedder_name:
+        adapter, meta = registry.load(active.name)
+        unfit = unfit_for(meta, adapter, store.embedder_name, store.dim or adapter.dim)
+        if unfit:
+            info["adapter_problem"] = f"adapter {active.name} was {unfit}; search ignores it"
     info["memory_problem"] = memory_settings_problem(home)
     info["feedback_spool"] = spool_counts(home)
     return info

@@ -229,3 +229,19 @@ def test_a_damaged_feedback_database_is_a_one_line_error_and_writes_wait_in_the_
     assert len([r for r in caplog.records if "cannot read the feedback database" in r.getMessage()]) == 1
     home.feedback_path.rename(home.root / "feedback.duckdb.damaged")
     assert [q["id"] for q in FeedbackStore(home).questions()] == ["q1"]
+
+
+def test_forgetting_a_user_forgets_their_quarantined_operations_too(tmp_path):
+    store = FeedbackStore(Home.open(tmp_path / "home"))
+    (store.spool / "00000000000000000001-1-x.jsonl").write_text(
+        '{"op": "event", "row": {"id": "a", "question_id": "q", "occurred_at": "2026-01-01T00:00:00Z", '
+        '"user_id": "U_ANN", "kind": "source_click", "value": 1, "rank": "first"}}\n'
+        '{"op": "event", "row": {"id": "b", "question_id": "q", "occurred_at": "2026-01-01T00:00:00Z", '
+        '"user_id": "U_BEN", "kind": "source_click", "value": 1, "rank": "second"}}\n')
+    (store.spool / "00000000000000000002-1-y.jsonl").write_bytes(b"\xff U_ANN was here\n")
+    store.drain()
+    assert store.quarantined() == 2
+    result = CliRunner().invoke(cli, ["--home", str(store.spool.parent), "feedback", "forget", "U_ANN"])
+    assert result.output.strip() == "forgot U_ANN: 0 questions, 0 events, 2 quarantined operations"
+    left = [p.read_text() for p in store.quarantine.glob("*.jsonl")]
+    assert len(left) == 1 and "U_BEN" in left[0] and "U_ANN" not in left[0]

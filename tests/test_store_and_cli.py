@@ -223,3 +223,7 @@ def test_status_shows_the_active_adapter_the_spool_and_damage(store_copy, embedd
     data = json.loads(run("status", "--json").output)
     assert data["adapter"] == "v0001" and "cannot be loaded" in data["adapter_problem"]
     assert data["feedback_spool"]["quarantined"] == 1
+    registry.save(LinearAdapter.identity(embedder.dim), {"embedder": "some/other-model",
+                                                         "config": {"dim": embedder.dim}})
+    registry.activate("v0002")
+    assert "adapter:   v0002: adapter v0002 was trained for some/other-model" in run("status").output

@@ -62,7 +62,8 @@ def forget(app: App, user: str) -> None:
     from ..feedback.store import FeedbackStore
 
     counts = FeedbackStore(app.home).forget(user)
-    click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events")
+    click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events"
+               + (f", {counts['quarantined']} quarantined operations" if counts["quarantined"] else ""))
 
 
 @feedback.command()

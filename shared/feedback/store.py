@@ -99,6 +99,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _names_user(line: str, user_id: str) -> bool:
+    try:
+        op = json.loads(line)
+    except ValueError:
+        return user_id in line
+    if not isinstance(op, dict):
+        return user_id in line
+    row = op.get("row") if isinstance(op.get("row"), dict) else {}
+    return user_id in (op.get("user_id"), row.get("user_id"))
+
+
 class FeedbackBusy(DeepmemError):
     """The feedback database stayed locked by another process for the whole timeout."""
 
@@ -354,7 +365,33 @@ class FeedbackStore:
             }
         self.record([op])
         self.drain()
+        counts["quarantined"] = self._scrub_quarantine(user_id)
         return counts
+
+    def _scrub_quarantine(self, user_id: str) -> int:
+        """Forgetting a user forgets their operations set aside in the quarantine too; returns how many went.
+        A line that cannot be read is dropped when it names the user anywhere."""
+        removed = 0
+        for path in sorted(self.quarantine.glob("*.jsonl")) if self.quarantine.is_dir() else []:
+            raw = path.read_bytes()
+            try:
+                lines = raw.decode("utf-8").splitlines()
+            except UnicodeDecodeError:
+                if user_id.encode("utf-8") in raw:
+                    path.unlink()
+                    (self.quarantine / f"{path.name}.reason").unlink(missing_ok=True)
+                    removed += 1
+                continue
+            kept = [line for line in lines if not _names_user(line, user_id)]
+            if len(kept) == len(lines):
+                continue
+            removed += len(lines) - len(kept)
+            if kept:
+                _write_atomically(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
+            else:
+                path.unlink()
+                (self.quarantine / f"{path.name}.reason").unlink(missing_ok=True)
+        return removed
 
     # -- reading ----------------------------------------------------------------------------
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
