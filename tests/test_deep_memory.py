@@ -263,6 +263,8 @@ def test_an_adapter_for_another_embedder_is_never_used(store_copy, embedder, hom
     assert out["adapter"] is None and out["results"] == plain["results"] and out["results"]
     result = CliRunner().invoke(cli, ["evaluate", "--adapter", "v0001"])
     assert result.exit_code != 0 and "trained for some/other-model" in result.output
+    result = CliRunner().invoke(cli, ["adapters", "activate", "v0001"])  # refused, not switched on in vain
+    assert result.exit_code == 1 and "search would ignore it" in result.output
     # training compares its challenger with plain search, not with the unfit champion
     report = run_training(store_copy, embedder, home, load_settings(), _options(activate="never"),
                           log=lambda *a: None)
@@ -435,3 +437,20 @@ def test_by_section_copies_pull_their_whole_sections_together(tmp_path, embedder
         assert len({units[r] for r in a + b}) == 1  # one unit: all of A, and its copy in B
     store.close()
 
+
+
+def test_a_damaged_version_never_blocks_new_ones_or_a_rollback(tmp_path, monkeypatch):
+    reg = AdapterRegistry(tmp_path / "adapters")
+    for scale in (1.0, 1.5, 2.0):
+        reg.save(LinearAdapter(np.eye(4) * scale, np.zeros(4)), {"embedder": "e", "config": {"dim": 4}})
+    for name in ("v0001", "v0002", "v0003"):
+        reg.activate(name)
+    (reg.root / "v0003" / "meta.json").write_text("{half")  # the newest version, damaged
+    (reg.root / "v0002" / "weights.npz").write_bytes(b"junk")
+    # its number stays taken: the next version used to be "v0003" again, and the rename failed for ever
+    assert reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}}).name == "v0004"
+    assert reg.damaged() == [("v0003", "meta.json is unreadable (JSONDecodeError)")]
+    assert reg.rollback() == "v0001"  # v0002 cannot be loaded: skipped, not activated
+    monkeypatch.setenv("DEEPMEM_HOME", str(tmp_path))
+    listing = run("adapters")
+    assert "! v0003  damaged: meta.json is unreadable" in listing.output and "active: v0001" in listing.output

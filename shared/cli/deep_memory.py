@@ -136,16 +136,19 @@ def list_adapters(app: App, as_json: bool = False) -> None:
                      "test_hit@10": (test.get("deep_memory") or {}).get("hit_rate@10"),
                      "base_hit@10": (test.get("base") or {}).get("hit_rate@10"),
                      "decision": v.meta.get("decision")})
+    damaged = [{"version": name, "problem": why} for name, why in registry.damaged()]
     if as_json:
-        echo_json({"active": active, "problem": status.problem, "versions": rows})
+        echo_json({"active": active, "problem": status.problem, "versions": rows, "damaged": damaged})
         return
-    if not rows and not status.problem:
+    if not rows and not status.problem and not damaged:
         click.echo("no adapters yet: run `deepmem train`")
         return
     for r in rows:
         mark = "*" if r["active"] else " "
         hit = f"hit@10 {r['base_hit@10']:.3f} -> {r['test_hit@10']:.3f}" if r["test_hit@10"] is not None else ""
         click.echo(f"{mark} {r['version']}  {r['created_at']}  {r['train_questions']} questions  {hit}")
+    for d in damaged:
+        click.echo(f"! {d['version']}  damaged: {d['problem']}")
     if status.problem:
         click.echo(f"active: {active or 'unknown'}, but it cannot serve: {status.problem}. Search runs without deep "
                    f"memory; `deepmem adapters rollback` or `deepmem adapters activate VERSION` fixes it")
@@ -158,9 +161,16 @@ def list_adapters(app: App, as_json: bool = False) -> None:
 @pass_app
 def activate(app: App, version: str) -> None:
     """Make VERSION the active adapter (the bot picks it up at its next question)."""
-    from ..deep_memory.versions import AdapterRegistry
+    from ..deep_memory.versions import AdapterRegistry, unfit_for
 
-    AdapterRegistry(app.home.adapters_dir).activate(version)
+    registry = AdapterRegistry(app.home.adapters_dir)
+    if app.home.store_path.exists():  # refuse what search would ignore
+        store = app.store(create=False)
+        adapter, meta = registry.load(version)
+        unfit = unfit_for(meta, adapter, store.embedder_name, store.dim or adapter.dim) if store.embedder_name else None
+        if unfit:
+            raise click.ClickException(f"adapter {version} was {unfit}: search would ignore it")
+    registry.activate(version)
     click.echo(f"active: {version}")
 
 

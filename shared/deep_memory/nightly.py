@@ -187,7 +187,8 @@ def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = N
     except RunBusy as exc:
         record |= {"status": "skipped", "decision": str(exc)}
     except Exception as exc:  # a failed run is recorded and retried next time; it never takes the bot down
-        record |= {"status": "failed", "error": f"{exc.__class__.__name__}: {exc}",
+        first_line = (str(exc).strip().splitlines() or [""])[0][:1000]
+        record |= {"status": "failed", "error": f"{exc.__class__.__name__}: {first_line}",
                    "decision": "run failed; the active adapter is unchanged"}
         if not isinstance(exc, DeepmemError):  # a known condition is one line; an unexpected one shows where
             log(traceback.format_exc(limit=3))

@@ -148,6 +148,26 @@ class AdapterRegistry:
             detail = " ".join(str(exc).split())[:160] or exc.__class__.__name__
             raise AdapterError(f"adapter {name} cannot be loaded ({exc.__class__.__name__}: {detail})") from None
 
+    def _loadable(self, name: str) -> bool:
+        try:
+            self.load(name)
+            return True
+        except AdapterError:
+            return False
+
+    def damaged(self) -> list[tuple[str, str]]:
+        """Version directories ``versions`` cannot list (their meta.json is missing or unreadable), and why."""
+        out = []
+        for path in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            if path.is_dir() and VERSION.match(path.name):
+                try:
+                    json.loads((path / "meta.json").read_text())
+                except FileNotFoundError:
+                    out.append((path.name, "meta.json is missing"))
+                except (OSError, ValueError) as exc:
+                    out.append((path.name, f"meta.json is unreadable ({exc.__class__.__name__})"))
+        return out
+
     def load_active(self) -> tuple[str, LinearAdapter, dict] | None:
         """The active adapter; None when none is active; AdapterError when the pointer or the version is damaged."""
         name = self._read_state().get("version")
@@ -159,7 +179,8 @@ class AdapterRegistry:
     def save(self, adapter: LinearAdapter, meta: dict) -> AdapterVersion:
         """Write a new version (not activated)."""
         with self._lock():
-            numbers = [int(VERSION.match(v.name).group(1)) for v in self.versions()]
+            # every version directory counts, readable or not: a new version never lands on a damaged one
+            numbers = [int(m.group(1)) for p in self.root.iterdir() if p.is_dir() and (m := VERSION.match(p.name))]
             for p in self.root.glob("v*.partial-*"):
                 shutil.rmtree(p, ignore_errors=True)  # left behind by a killed writer
             name = f"v{(max(numbers) + 1) if numbers else 1:04d}"
@@ -208,7 +229,7 @@ class AdapterRegistry:
                 raise AdapterError(f"{exc}: pick a version with `deepmem adapters activate VERSION` "
                                    f"(see `deepmem adapters list`)") from None
             history = list(state.get("history", []))
-            while history and not (self.root / history[-1] / "weights.npz").is_file():
+            while history and not self._loadable(history[-1]):  # skip versions deleted or damaged since
                 history.pop()
             if not history and not state.get("version"):
                 raise AdapterError("nothing to roll back to: no adapter has been active")
