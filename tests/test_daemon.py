@@ -345,3 +345,17 @@ def test_a_run_that_cannot_train_says_why_in_one_line(tmp_path, small_docs, embe
     result = CliRunner().invoke(cli, ["--home", str(home.root), "retrain", "--now"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith("Error: NotEnoughData: ")
+
+
+def test_runs_marks_a_killed_run_but_never_one_in_progress(tmp_path):
+    from shared.deep_memory.nightly import mark_interrupted
+
+    home = Home.open(tmp_path / "h")
+    feedback = FeedbackStore(home)
+    feedback.record([FeedbackStore.run_op(id="r1", started_at="2026-01-01T03:00:00Z", status="running", pid=1)])
+    with run_lock(home):  # a run is in progress: its record says running, and that is true
+        mark_interrupted(home, feedback)
+        assert [r["status"] for r in feedback.runs()] == ["running"]
+    listing = CliRunner().invoke(cli, ["--home", str(home.root), "runs"])  # nobody holds the lock: it was killed
+    assert listing.exit_code == 0 and "interrupted" in listing.output
+    assert [r["status"] for r in feedback.runs()] == ["interrupted"]

@@ -245,3 +245,12 @@ def test_forgetting_a_user_forgets_their_quarantined_operations_too(tmp_path):
     assert result.output.strip() == "forgot U_ANN: 0 questions, 0 events, 2 quarantined operations"
     left = [p.read_text() for p in store.quarantine.glob("*.jsonl")]
     assert len(left) == 1 and "U_BEN" in left[0] and "U_ANN" not in left[0]
+
+
+def test_marking_a_run_interrupted_never_overrides_one_that_finished(tmp_path):
+    store = FeedbackStore(Home.open(tmp_path / "home"))
+    start = {"started_at": "2026-01-01T03:00:00Z", "status": "running"}
+    store.record([FeedbackStore.run_op(id="done", **start), FeedbackStore.run_op(id="killed", **start),
+                  FeedbackStore.run_op(id="done", **(start | {"status": "promoted"}))])
+    store.record([FeedbackStore.run_op(id=r, status="interrupted", decision="ended") for r in ("done", "killed")])
+    assert {r["id"]: r["status"] for r in store.runs()} == {"done": "promoted", "killed": "interrupted"}

@@ -199,10 +199,18 @@ def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = N
 
 
 def mark_interrupted(home: Home, feedback: FeedbackStore) -> None:
-    """Mark runs killed mid-way as interrupted, unless a run is in progress right now."""
+    """Mark runs killed mid-way as interrupted, unless a run is in progress right now. The run lock is
+    held only to queue the marks (a scheduled run starting meanwhile is never turned away for long), and
+    a mark changes only a run still 'running' when it is applied."""
+    try:
+        stale = feedback.rows("SELECT id FROM runs WHERE status = 'running'")
+    except DeepmemError:
+        return
+    if not stale:
+        return
     try:
         with run_lock(home):
-            _mark_interrupted(feedback)
+            _record_interrupted(feedback, stale)
     except RunBusy:
         pass
 
@@ -213,6 +221,10 @@ def _mark_interrupted(feedback: FeedbackStore) -> None:
         stale = feedback.rows("SELECT id FROM runs WHERE status = 'running'")
     except Exception:
         return
+    _record_interrupted(feedback, stale)
+
+
+def _record_interrupted(feedback: FeedbackStore, stale: list[dict]) -> None:
     if stale:
         feedback.record([FeedbackStore.run_op(id=r["id"], status="interrupted",
                                               decision="the process ended before the run finished")

@@ -344,8 +344,10 @@ class FeedbackStore:
                          f"ON CONFLICT (id) DO UPDATE SET {updates}", values)
             return
         given = [c for c in columns if c != "id" and row.get(c) is not None]
+        # marking a run interrupted changes only a run still running (never one that finished meanwhile)
+        only_running = " AND status = 'running'" if table == "runs" and row.get("status") == "interrupted" else ""
         if given:
-            conn.execute(f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in given)} WHERE id = ?",
+            conn.execute(f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in given)} WHERE id = ?{only_running}",
                          [row[c] for c in given] + [row["id"]])
 
     # -- operations -------------------------------------------------------------------------
