@@ -64,11 +64,14 @@ def runs(app: App, limit: int, as_json: bool) -> None:
         deepmem runs --limit 5
     """
     from shared.deep_memory.nightly import mark_interrupted
-    from shared.feedback.store import FeedbackStore
+    from shared.feedback.store import FeedbackStore, has_feedback
 
-    feedback = FeedbackStore(app.home)
-    mark_interrupted(app.home, feedback)  # a run killed mid-way shows as interrupted, not as running for ever
-    rows = feedback.runs()[-limit:]
+    app.read_only = True
+    rows = []
+    if has_feedback(app.home):
+        feedback = FeedbackStore(app.home)
+        mark_interrupted(app.home, feedback)  # a run killed mid-way shows as interrupted, not as running for ever
+        rows = feedback.runs()[-limit:]
     for r in rows:
         for k in ("counts", "metrics"):
             r[k] = _json_or_none(r.get(k))

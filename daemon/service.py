@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.deep_memory.nightly import NightlyConfig, run_nightly
 from shared.errors import DeepmemError
@@ -14,6 +14,7 @@ from .schedule import in_thread, make_scheduler, missed_run, parse_cron
 __all__ = ["start"]
 
 log = logging.getLogger("deepmem.daemon")
+CATCH_UP_DELAY = timedelta(minutes=1)  # the bot comes up and answers first; a server stopped sooner skips it
 
 
 async def start(runtime):
@@ -41,8 +42,9 @@ async def start(runtime):
         runs = [{"last": datetime.now(local)}]
     last = runs[0]["last"] if runs else None
     if missed_run(trigger, last, datetime.now(local)):
-        log.info("the last scheduled retraining was missed: running it now")
-        scheduler.add_job(in_thread(run, "catch-up"), id="catch-up", max_instances=1)
+        log.info("the last scheduled retraining was missed: running it in %s", CATCH_UP_DELAY)
+        scheduler.add_job(in_thread(run, "catch-up"), "date", run_date=datetime.now(local) + CATCH_UP_DELAY,
+                          id="catch-up", max_instances=1, misfire_grace_time=None)
     job = scheduler.get_job("nightly-retrain")
     log.info("next retraining: %s", job.next_run_time if job else "?")
 

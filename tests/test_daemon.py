@@ -290,12 +290,15 @@ def test_feedback_acts_at_once_between_nights(home, store_copy, embedder):
 
 # -- hardening ----------------------------------------------------------------------------------
 
-async def test_a_missed_night_is_caught_up_at_start(tmp_path, embedder):
+async def test_a_missed_night_is_caught_up_at_start(tmp_path, embedder, monkeypatch):
     """The catch-up job used to be a lambda returning a coroutine: APScheduler ran it in a thread and the
     coroutine was never awaited ("coroutine 'to_thread' was never awaited"), so the missed run never ran."""
     from types import SimpleNamespace
 
+    from daemon import service
     from daemon.service import start
+
+    monkeypatch.setattr(service, "CATCH_UP_DELAY", timedelta(0))  # not a minute after start-up, at once
 
     home = Home.open(tmp_path / "no-store")  # the run fails at once, and records that it ran
     an_hour_ago = datetime.now().astimezone() - timedelta(hours=1)
@@ -359,3 +362,19 @@ def test_runs_marks_a_killed_run_but_never_one_in_progress(tmp_path):
     listing = CliRunner().invoke(cli, ["--home", str(home.root), "runs"])  # nobody holds the lock: it was killed
     assert listing.exit_code == 0 and "interrupted" in listing.output
     assert [r["status"] for r in feedback.runs()] == ["interrupted"]
+
+
+async def test_a_server_stopped_within_a_minute_does_not_start_the_catch_up(tmp_path, embedder):
+    from types import SimpleNamespace
+
+    from daemon.service import start
+
+    home = Home.open(tmp_path / "no-store")
+    an_hour_ago = datetime.now().astimezone() - timedelta(hours=1)
+    settings = load_settings(home=str(home.root), retrain_cron=f"{an_hour_ago.minute} {an_hour_ago.hour} * * *")
+    feedback = FeedbackStore(home)
+    stop = await start(SimpleNamespace(settings=settings, home=home, embedder=embedder, feedback=feedback))
+    await asyncio.sleep(1.0)
+    await stop()
+    await asyncio.sleep(0.5)
+    assert feedback.runs() == []

@@ -182,17 +182,23 @@ def test_full_text_alternatives_bring_in_what_the_vectors_missed(store_copy, emb
 
 def test_read_only_commands_create_nothing_where_there_is_nothing(tmp_path):
     typo = tmp_path / "hmoe"
-    for args in (["status"], ["search", "anything"], ["status", "--json"]):
+    for args in (["status"], ["search", "anything"], ["status", "--json"], ["feedback", "export"], ["runs"],
+                 ["adapters"], ["train"], ["evaluate"], ["feedback", "quarantine"]):
         result = CliRunner().invoke(cli, ["--home", str(typo), *args])
         assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
         assert f"no store: the data directory {typo} does not exist" in result.output
         assert not typo.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
-    for args in (["status"], ["search", "anything"]):
+    for args in (["status"], ["search", "anything"], ["train"]):
         result = CliRunner().invoke(cli, ["--home", str(empty), *args])
         assert result.exit_code == 1 and "no store" in result.output, result.output
-    assert list(empty.iterdir()) == []  # no empty store.db, no spool, no locks
+    for args, says in ((["feedback", "export"], ""), (["runs"], "no retraining runs yet\n"),
+                       (["adapters"], "no adapters yet: run `deepmem train`\n"),
+                       (["feedback", "quarantine"], "nothing quarantined\n")):
+        result = CliRunner().invoke(cli, ["--home", str(empty), *args])
+        assert result.exit_code == 0 and result.output == says, (args, result.output)
+    assert list(empty.iterdir()) == []  # no empty store.db, no spool, no feedback database, no locks
 
 
 def test_search_refuses_a_question_that_is_not_text(store_copy):

@@ -38,6 +38,8 @@ class App:
     def store(self, create: bool = True):
         from ..store import Store
 
+        if not create and "home" not in self.__dict__:  # a store that must exist needs a home that does
+            self.read_only = True
         if self._store is None:
             self._store = Store.open(self.home.store_path, create=create)
         return self._store

@@ -124,6 +124,7 @@ def list_adapters(app: App, as_json: bool = False) -> None:
     """Every saved version, its test-split numbers and which one is active."""
     from ..deep_memory.versions import AdapterRegistry
 
+    app.read_only = True
     registry = AdapterRegistry(app.home.adapters_dir)
     status = registry.active_status()
     active = status.name

@@ -26,10 +26,13 @@ def feedback() -> None:
 @pass_app
 def export(app: App, what: str, as_json: bool) -> None:
     """Print labels (derived), events or questions as JSON lines. Works while `deepmem serve` runs."""
-    from ..feedback.store import FeedbackStore
+    from ..feedback.store import FeedbackStore, has_feedback
 
-    store = FeedbackStore(app.home)
-    rows = {"labels": store.labels, "events": store.events, "questions": store.questions}[what]()
+    app.read_only = True
+    rows = []
+    if has_feedback(app.home):
+        store = FeedbackStore(app.home)
+        rows = {"labels": store.labels, "events": store.events, "questions": store.questions}[what]()
     if as_json:
         echo_json(rows)
         return
@@ -76,8 +79,12 @@ def quarantine(app: App, requeue: bool) -> None:
 
         deepmem feedback quarantine --requeue
     """
-    from ..feedback.store import FeedbackStore
+    from ..feedback.store import FeedbackStore, has_feedback
 
+    app.read_only = True
+    if not has_feedback(app.home):
+        click.echo("nothing quarantined")
+        return
     store = FeedbackStore(app.home)
     if requeue:
         moved = store.requeue_quarantined()

@@ -42,7 +42,8 @@ from . import ops as _ops
 from .ops import EVENT_COLUMNS, QUESTION_COLUMNS, RUN_COLUMNS, InvalidFeedback, now
 from .schema import migrate
 
-__all__ = ["FeedbackStore", "FeedbackBusy", "FeedbackError", "InvalidFeedback", "now", "spool_counts"]
+__all__ = ["FeedbackStore", "FeedbackBusy", "FeedbackError", "InvalidFeedback", "now", "spool_counts",
+           "has_feedback"]
 
 log = logging.getLogger("deepmem.feedback")
 
@@ -79,6 +80,11 @@ def _report_once(message: str) -> None:
     if message not in _REPORTED:
         _REPORTED.add(message)
         log.warning(message)
+
+
+def has_feedback(home: Home) -> bool:
+    """Is there a feedback database or a spool to read? (Readers say "nothing yet" instead of creating them.)"""
+    return home.feedback_path.exists() or (home.root / "feedback-spool").is_dir()
 
 
 def spool_counts(home: Home) -> dict:
