@@ -254,3 +254,15 @@ def test_marking_a_run_interrupted_never_overrides_one_that_finished(tmp_path):
                   FeedbackStore.run_op(id="done", **(start | {"status": "promoted"}))])
     store.record([FeedbackStore.run_op(id=r, status="interrupted", decision="ended") for r in ("done", "killed")])
     assert {r["id"]: r["status"] for r in store.runs()} == {"done": "promoted", "killed": "interrupted"}
+
+
+def test_a_writer_killed_before_its_rename_leaves_no_lasting_debris(tmp_path):
+    store = FeedbackStore(Home.open(tmp_path / "home"))
+    old, fresh = store.spool / ".1-1-a.jsonl.tmp", store.spool / ".2-2-b.jsonl.tmp"
+    for tmp in (old, fresh):
+        tmp.write_text('{"op": "forget", "us')  # never renamed: never acknowledged to its caller
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    store.record([_question()])
+    assert store.drain() == 1
+    assert not old.exists() and fresh.exists()  # a fresh one may belong to a writer still at work

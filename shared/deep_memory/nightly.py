@@ -257,7 +257,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         # synthetic questions, split by chunk
         generator = resolve_generator(config.generator, settings)
         questions, qinfo = synthetic_questions(store, settings, generator, progress=False)
-        deadline.check("making questions")
+        deadline.check("by the time the questions were made")
         items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
         spec = SplitSpec(salt=split_salt(config.seed))
         data = Dataset.build(store, [("synthetic", [i for i in items if i[1]])], spec)
