@@ -280,6 +280,8 @@ def retrievals_op(question_id: str, variant: str, rows: list[dict]) -> dict:
 
 def event_op(*, question_id: str, kind: str, user_id: str | None, value: int = 0, chunk_id: str | None = None,
              rank: int | None = None, detail: str | None = None, id: str | None = None, at: str | None = None) -> dict:
+    if isinstance(value, bool):  # what callers always could pass (JSON true from a client is +1)
+        value = int(value)
     return validate({"op": "event", "row": {"id": id or uuid.uuid4().hex, "question_id": question_id,
                                             "occurred_at": at or now(), "user_id": user_id, "kind": kind,
                                             "value": value, "chunk_id": chunk_id, "rank": rank, "detail": detail}})
