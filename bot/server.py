@@ -66,7 +66,8 @@ def build_runtime(settings: Settings) -> Runtime:
     index = MemoryIndex(store)
     feedback = FeedbackStore(home)
     memory = FeedbackMemory()
-    searcher = open_searcher(store, embedder, home, index=index, memory=memory)
+    searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning)
+    searcher.adapters.current()  # a damaged active adapter is logged now (once), not at the first question
     qa = QAService(Answerer(searcher, settings), feedback)
     loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")
     return Runtime(settings=settings, home=home, store=store, embedder=embedder, index=index, feedback=feedback, qa=qa,
@@ -94,14 +95,17 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
     async def drain_spool(app):
         async def loop():
-            tick = 0
+            tick, problem = 0, None
             while True:
                 try:
                     await asyncio.to_thread(runtime.feedback.drain, 0.5)
                     if runtime.memory is not None and tick % 3 == 0:  # labels act on the next questions
                         await asyncio.to_thread(runtime.memory.refresh)
-                except Exception as exc:  # never let bookkeeping take the bot down
-                    log.warning("feedback spool not drained: %s", exc)
+                        problem = None
+                except Exception as exc:  # never let bookkeeping take the bot down; say so once, not every second
+                    if str(exc) != problem:
+                        log.warning("feedback not read: %s", exc)
+                    problem = str(exc)
                 tick += 1
                 await asyncio.sleep(1.0)
 

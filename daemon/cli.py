@@ -13,7 +13,8 @@ from shared.cli import App, echo_json, json_option, pass_app
 @click.option("--now", "now_", is_flag=True, help="Run the retraining job now (also while `deepmem serve` runs).")
 @click.option("--reingest", is_flag=True, help="Re-ingest every known source first (incremental).")
 @click.option("--time-budget", type=click.FloatRange(1, None), default=1800.0, show_default=True,
-              help="Stop training after SECONDS.")
+              help="Seconds for the whole run (questions, their vectors, training, evaluation); training gets "
+                   "what the stages before it leave.")
 @json_option
 @pass_app
 def retrain(app: App, now_: bool, reingest: bool, time_budget: float, as_json: bool) -> None:
@@ -62,22 +63,36 @@ def runs(app: App, limit: int, as_json: bool) -> None:
 
         deepmem runs --limit 5
     """
-    from shared.feedback.store import FeedbackStore
+    from shared.deep_memory.nightly import mark_interrupted
+    from shared.feedback.store import FeedbackStore, has_feedback
 
-    rows = FeedbackStore(app.home).runs()[-limit:]
+    app.read_only = True
+    rows = []
+    if has_feedback(app.home):
+        feedback = FeedbackStore(app.home)
+        mark_interrupted(app.home, feedback)  # a run killed mid-way shows as interrupted, not as running for ever
+        rows = feedback.runs()[-limit:]
+    for r in rows:
+        for k in ("counts", "metrics"):
+            r[k] = _json_or_none(r.get(k))
     if as_json:
-        for r in rows:
-            for k in ("counts", "metrics"):
-                if isinstance(r.get(k), str):
-                    r[k] = json.loads(r[k])
         echo_json(rows)
         return
     if not rows:
         click.echo("no retraining runs yet")
         return
     for r in rows:
-        counts = json.loads(r["counts"]) if r.get("counts") else {}
+        counts = r["counts"] if isinstance(r.get("counts"), dict) else {}
         click.echo(f"{str(r['started_at'])[:19]}  {r['trigger'] or '':9}  {r['status']:11}  "
                    f"{r.get('version') or '-':6}  {counts.get('train', '-')} train / "
                    f"{counts.get('feedback_questions', 0)} feedback questions  {(r.get('seconds') or 0):.0f} s")
         click.echo(f"    {r.get('decision') or r.get('error') or ''}")
+
+
+def _json_or_none(value):
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:  # written by hand or by another version: shown as it is
+        return value

@@ -22,7 +22,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from shared.errors import ConfigError
 
-__all__ = ["make_scheduler", "parse_cron", "missed_run", "GRACE"]
+__all__ = ["make_scheduler", "in_thread", "parse_cron", "missed_run", "GRACE"]
 
 log = logging.getLogger("deepmem.daemon")
 GRACE = timedelta(hours=12)
@@ -39,15 +39,22 @@ def parse_cron(expression: str, timezone=None) -> CronTrigger | None:
                           f"(e.g. '0 3 * * *'): {exc}") from None
 
 
-def make_scheduler(trigger: CronTrigger, run, *, timezone=None, grace: timedelta = GRACE) -> AsyncIOScheduler:
-    """``run``: a blocking callable taking the trigger name; it is run in a worker thread."""
+def in_thread(run, trigger_name: str):
+    """The job for the scheduler: a coroutine function (APScheduler awaits those on its event loop; a plain
+    function returning a coroutine would be called in a thread and its coroutine never awaited)."""
 
     async def job() -> None:
         try:
-            await asyncio.to_thread(run, "schedule")
+            await asyncio.to_thread(run, trigger_name)
         except Exception as exc:  # the run records its own failures; this is the last resort
             log.error("nightly retraining failed: %s", exc)
 
+    return job
+
+
+def make_scheduler(trigger: CronTrigger, run, *, timezone=None, grace: timedelta = GRACE) -> AsyncIOScheduler:
+    """``run``: a blocking callable taking the trigger name; it is run in a worker thread."""
+    job = in_thread(run, "schedule")
     scheduler = AsyncIOScheduler(timezone=timezone) if timezone else AsyncIOScheduler()
     scheduler.add_job(job, trigger, id=JOB_ID, max_instances=1, coalesce=True,
                       misfire_grace_time=int(grace.total_seconds()), replace_existing=True)

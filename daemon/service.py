@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.deep_memory.nightly import NightlyConfig, run_nightly
+from shared.errors import DeepmemError
 
-from .schedule import make_scheduler, missed_run, parse_cron
+from .schedule import in_thread, make_scheduler, missed_run, parse_cron
 
 __all__ = ["start"]
 
 log = logging.getLogger("deepmem.daemon")
+CATCH_UP_DELAY = timedelta(minutes=1)  # the bot comes up and answers first; a server stopped sooner skips it
 
 
 async def start(runtime):
@@ -32,12 +34,17 @@ async def start(runtime):
 
     scheduler = make_scheduler(trigger, run, timezone=local)
     scheduler.start()
-    runs = await asyncio.to_thread(runtime.feedback.rows,
-                                   "SELECT max(started_at) AS last FROM runs WHERE status <> 'skipped'")
+    try:
+        runs = await asyncio.to_thread(runtime.feedback.rows,
+                                       "SELECT max(started_at) AS last FROM runs WHERE status <> 'skipped'")
+    except DeepmemError as exc:  # the schedule goes on; the run itself records what it can
+        log.warning("cannot tell whether a retraining was missed: %s", exc)
+        runs = [{"last": datetime.now(local)}]
     last = runs[0]["last"] if runs else None
     if missed_run(trigger, last, datetime.now(local)):
-        log.info("the last scheduled retraining was missed: running it now")
-        scheduler.add_job(lambda: asyncio.to_thread(run, "catch-up"), id="catch-up", max_instances=1)
+        log.info("the last scheduled retraining was missed: running it in %s", CATCH_UP_DELAY)
+        scheduler.add_job(in_thread(run, "catch-up"), "date", run_date=datetime.now(local) + CATCH_UP_DELAY,
+                          id="catch-up", max_instances=1, misfire_grace_time=None)
     job = scheduler.get_job("nightly-retrain")
     log.info("next retraining: %s", job.next_run_time if job else "?")
 

@@ -46,7 +46,8 @@ class Home:
             raise ConfigError(f"DEEPMEM_HOME={root} exists but is not a directory")
         if not root.exists():
             if not create:
-                raise ConfigError(f"DEEPMEM_HOME={root} does not exist; run `deepmem ingest` first")
+                raise ConfigError(f"no store: the data directory {root} does not exist (DEEPMEM_HOME or --home); "
+                                  f"check the path, or run `deepmem ingest` to create one")
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

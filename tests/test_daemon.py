@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -286,3 +286,95 @@ def test_feedback_acts_at_once_between_nights(home, store_copy, embedder):
         assert target.chunk_id in [h.chunk.id for h in hits[:3]], text
     unrelated = searcher.search("How do I use JSON functions?", 10).hits
     assert target.chunk_id not in [h.chunk.id for h in unrelated]
+
+
+# -- hardening ----------------------------------------------------------------------------------
+
+async def test_a_missed_night_is_caught_up_at_start(tmp_path, embedder, monkeypatch):
+    """The catch-up job used to be a lambda returning a coroutine: APScheduler ran it in a thread and the
+    coroutine was never awaited ("coroutine 'to_thread' was never awaited"), so the missed run never ran."""
+    from types import SimpleNamespace
+
+    from daemon import service
+    from daemon.service import start
+
+    monkeypatch.setattr(service, "CATCH_UP_DELAY", timedelta(0))  # not a minute after start-up, at once
+
+    home = Home.open(tmp_path / "no-store")  # the run fails at once, and records that it ran
+    an_hour_ago = datetime.now().astimezone() - timedelta(hours=1)
+    settings = load_settings(home=str(home.root), retrain_cron=f"{an_hour_ago.minute} {an_hour_ago.hour} * * *")
+    feedback = FeedbackStore(home)
+    stop = await start(SimpleNamespace(settings=settings, home=home, embedder=embedder, feedback=feedback))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not await asyncio.to_thread(feedback.runs):
+            await asyncio.sleep(0.2)
+    finally:
+        await stop()
+    runs = feedback.runs()
+    assert [(r["trigger"], r["status"]) for r in runs] == [("catch-up", "failed")]
+    assert "no store" in runs[0]["error"]
+
+
+def test_the_time_budget_is_the_whole_runs(home, embedder):
+    """`retrain --time-budget 10` used to bound training only (a 190 s run); now it bounds the run."""
+    started = time.perf_counter()
+    record = run_nightly(home, load_settings(), NightlyConfig(train=FAST, time_budget_s=1.0), embedder=embedder,
+                         log=lambda *a: None)
+    assert record["status"] == "failed" and "time budget of 1 s was spent" in record["error"]
+    assert "\n" not in record["error"]
+    assert time.perf_counter() - started < 30  # the budget, plus at most one slice of question vectors
+    assert AdapterRegistry(home.adapters_dir).versions() == []
+
+
+def test_a_run_that_cannot_train_says_why_in_one_line(tmp_path, small_docs, embedder):
+    """Too little data is a known condition: one line, no traceback (the log used to print one first)."""
+    import shutil
+
+    from shared.ingest import ingest
+    from shared.store import Store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("lang_createtable.html", "autoinc.html"):
+        shutil.copy(small_docs / name, docs / name)
+    home = Home.open(tmp_path / "h")
+    with Store.open(home.store_path) as store:
+        ingest(store, embedder, load_settings(), str(docs), progress=False)
+    logged = []
+    record = run_nightly(home, load_settings(), NightlyConfig(train=FAST), embedder=embedder, log=logged.append)
+    assert record["status"] == "failed" and record["error"].startswith("NotEnoughData: ")
+    assert not any("Traceback" in m for m in logged)
+    result = CliRunner().invoke(cli, ["--home", str(home.root), "retrain", "--now"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: NotEnoughData: ")
+
+
+def test_runs_marks_a_killed_run_but_never_one_in_progress(tmp_path):
+    from shared.deep_memory.nightly import mark_interrupted
+
+    home = Home.open(tmp_path / "h")
+    feedback = FeedbackStore(home)
+    feedback.record([FeedbackStore.run_op(id="r1", started_at="2026-01-01T03:00:00Z", status="running", pid=1)])
+    with run_lock(home):  # a run is in progress: its record says running, and that is true
+        mark_interrupted(home, feedback)
+        assert [r["status"] for r in feedback.runs()] == ["running"]
+    listing = CliRunner().invoke(cli, ["--home", str(home.root), "runs"])  # nobody holds the lock: it was killed
+    assert listing.exit_code == 0 and "interrupted" in listing.output
+    assert [r["status"] for r in feedback.runs()] == ["interrupted"]
+
+
+async def test_a_server_stopped_within_a_minute_does_not_start_the_catch_up(tmp_path, embedder):
+    from types import SimpleNamespace
+
+    from daemon.service import start
+
+    home = Home.open(tmp_path / "no-store")
+    an_hour_ago = datetime.now().astimezone() - timedelta(hours=1)
+    settings = load_settings(home=str(home.root), retrain_cron=f"{an_hour_ago.minute} {an_hour_ago.hour} * * *")
+    feedback = FeedbackStore(home)
+    stop = await start(SimpleNamespace(settings=settings, home=home, embedder=embedder, feedback=feedback))
+    await asyncio.sleep(1.0)
+    await stop()
+    await asyncio.sleep(0.5)
+    assert feedback.runs() == []

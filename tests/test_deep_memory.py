@@ -14,7 +14,7 @@ from shared.deep_memory import AdapterRegistry, LinearAdapter
 from shared.deep_memory.adapter import AdapterConfig, QueryAdapter
 from shared.deep_memory.job import TrainOptions, run_training
 from shared.deep_memory.trainer import NotEnoughData, TrainConfig
-from shared.deep_memory.versions import AdapterError
+from shared.deep_memory.versions import ActiveStatus, AdapterError
 from shared.errors import EmptyStore
 from shared.home import Home
 from shared.queries import QueryFileError, Resolver, load_queries
@@ -91,11 +91,39 @@ def test_registry_saves_activates_rolls_back_atomically(tmp_path):
     assert [v.name for v in reg.versions()] == ["v0001", "v0002"]
     c = reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}})
     assert c.name == "v0003" and not (tmp_path / "adapters" / "v0003.partial-999").exists()
-    # a garbled pointer reads as "no adapter", not as a crash
+    # a garbled pointer is no crash, but it is not silently "no adapter" either: it is reported
     reg.pointer.write_text("{not json")
     assert reg.active_name() is None
-    reg.deactivate()
-    assert reg.active_name() is None
+    assert reg.active_status().name is None and "active.json is damaged" in reg.active_status().problem
+    with pytest.raises(AdapterError, match="damaged"):
+        reg.load_active()
+    with pytest.raises(AdapterError, match="adapters activate VERSION"):
+        reg.rollback()
+    reg.deactivate()  # rewriting the pointer repairs it
+    assert reg.active_name() is None and reg.active_status() == ActiveStatus(None, None)
+
+
+def test_a_damaged_active_version_is_reported_not_taken_for_none(tmp_path):
+    reg = AdapterRegistry(tmp_path / "adapters")
+    reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}})
+    reg.activate("v0001")
+    assert reg.active_status() == ActiveStatus("v0001", None)
+    damaged = {"weights.npz": b"PK\x03\x04 not really a zip", "meta.json": b'{"format": "deepmem-adapter v1", "con'}
+    for name, data in damaged.items():
+        original = (reg.root / "v0001" / name).read_bytes()
+        (reg.root / "v0001" / name).write_bytes(data)
+        status = reg.active_status()
+        assert status.name == "v0001" and status.problem.startswith("adapter v0001 cannot be loaded"), name
+        assert "\n" not in status.problem
+        with pytest.raises(AdapterError, match="cannot be loaded"):  # not a BadZipFile traceback
+            reg.activate("v0001")
+        (reg.root / "v0001" / name).write_bytes(original)
+    (reg.root / "v0001" / "weights.npz").unlink()
+    assert "cannot be loaded" in reg.active_status().problem
+    reg.pointer.write_text('{"version": "../../etc", "history": []}')
+    assert "no adapter version '../../etc'" in reg.active_status().problem
+    reg.pointer.write_text('["v0001"]')
+    assert "not a pointer" in reg.active_status().problem
 
 
 # -- question files ----------------------------------------------------------------------------
@@ -235,6 +263,8 @@ def test_an_adapter_for_another_embedder_is_never_used(store_copy, embedder, hom
     assert out["adapter"] is None and out["results"] == plain["results"] and out["results"]
     result = CliRunner().invoke(cli, ["evaluate", "--adapter", "v0001"])
     assert result.exit_code != 0 and "trained for some/other-model" in result.output
+    result = CliRunner().invoke(cli, ["adapters", "activate", "v0001"])  # refused, not switched on in vain
+    assert result.exit_code == 1 and "search would ignore it" in result.output
     # training compares its challenger with plain search, not with the unfit champion
     report = run_training(store_copy, embedder, home, load_settings(), _options(activate="never"),
                           log=lambda *a: None)
@@ -407,3 +437,20 @@ def test_by_section_copies_pull_their_whole_sections_together(tmp_path, embedder
         assert len({units[r] for r in a + b}) == 1  # one unit: all of A, and its copy in B
     store.close()
 
+
+
+def test_a_damaged_version_never_blocks_new_ones_or_a_rollback(tmp_path, monkeypatch):
+    reg = AdapterRegistry(tmp_path / "adapters")
+    for scale in (1.0, 1.5, 2.0):
+        reg.save(LinearAdapter(np.eye(4) * scale, np.zeros(4)), {"embedder": "e", "config": {"dim": 4}})
+    for name in ("v0001", "v0002", "v0003"):
+        reg.activate(name)
+    (reg.root / "v0003" / "meta.json").write_text("{half")  # the newest version, damaged
+    (reg.root / "v0002" / "weights.npz").write_bytes(b"junk")
+    # its number stays taken: the next version used to be "v0003" again, and the rename failed for ever
+    assert reg.save(LinearAdapter.identity(4), {"embedder": "e", "config": {"dim": 4}}).name == "v0004"
+    assert reg.damaged() == [("v0003", "meta.json is unreadable (JSONDecodeError)")]
+    assert reg.rollback() == "v0001"  # v0002 cannot be loaded: skipped, not activated
+    monkeypatch.setenv("DEEPMEM_HOME", str(tmp_path))
+    listing = run("adapters")
+    assert "! v0003  damaged: meta.json is unreadable" in listing.output and "active: v0001" in listing.output

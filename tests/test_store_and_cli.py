@@ -187,3 +187,58 @@ def test_full_text_alternatives_bring_in_what_the_vectors_missed(store_copy, emb
             assert abs(h.score - stored) < 1e-4 and h.score < nearest[-1].score + 1e-6
     assert store_copy.similarities(vector, [10**9]) == [-1.0]
     assert searcher.text_alternatives("the", vector, set(), 3, first_rank=1) == []  # nothing but stop words
+
+
+def test_read_only_commands_create_nothing_where_there_is_nothing(tmp_path):
+    typo = tmp_path / "hmoe"
+    for args in (["status"], ["search", "anything"], ["status", "--json"], ["feedback", "export"], ["runs"],
+                 ["adapters"], ["train"], ["evaluate"], ["feedback", "quarantine"]):
+        result = CliRunner().invoke(cli, ["--home", str(typo), *args])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert f"no store: the data directory {typo} does not exist" in result.output
+        assert not typo.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in (["status"], ["search", "anything"], ["train"]):
+        result = CliRunner().invoke(cli, ["--home", str(empty), *args])
+        assert result.exit_code == 1 and "no store" in result.output, result.output
+    for args, says in ((["feedback", "export"], ""), (["runs"], "no retraining runs yet\n"),
+                       (["adapters"], "no adapters yet: run `deepmem train`\n"),
+                       (["feedback", "quarantine"], "nothing quarantined\n")):
+        result = CliRunner().invoke(cli, ["--home", str(empty), *args])
+        assert result.exit_code == 0 and result.output == says, (args, result.output)
+    assert list(empty.iterdir()) == []  # no empty store.db, no spool, no feedback database, no locks
+
+
+def test_search_refuses_a_question_that_is_not_text(store_copy):
+    # a shell passes bytes; Python hands undecodable ones to click as lone surrogates
+    for question, message in (("\udcff\udcfe abc", "not valid UTF-8"), ("x" * 10_001, "at most 10,000")):
+        result = CliRunner().invoke(cli, ["search", question])
+        assert result.exit_code == 1 and result.output.count("\n") == 1 and message in result.output, result.output
+        assert result.exception.__class__ is SystemExit
+
+
+def test_status_shows_the_active_adapter_the_spool_and_damage(store_copy, embedder):
+    from shared.deep_memory import AdapterRegistry, LinearAdapter
+
+    home = Home.open(store_copy.path.parent)
+    assert "adapter:   none (plain search)" in run("status").output
+    registry = AdapterRegistry(home.adapters_dir)
+    registry.save(LinearAdapter.identity(embedder.dim), {"embedder": embedder.name, "config": {"dim": embedder.dim}})
+    registry.activate("v0001")
+    assert "adapter:   v0001\n" in run("status").output
+    (registry.root / "v0001" / "weights.npz").write_bytes(b"\x00" * 100)
+    (home.root / "memory.json").write_text("{broken")
+    quarantine = home.root / "feedback-spool" / "quarantine"
+    quarantine.mkdir(parents=True)
+    (quarantine / "1-2-3.jsonl").write_text("x\n")
+    text = run("status").output
+    assert "adapter:   v0001: adapter v0001 cannot be loaded" in text
+    assert "memory.json is damaged" in text and "1 quarantined" in text
+    data = json.loads(run("status", "--json").output)
+    assert data["adapter"] == "v0001" and "cannot be loaded" in data["adapter_problem"]
+    assert data["feedback_spool"]["quarantined"] == 1
+    registry.save(LinearAdapter.identity(embedder.dim), {"embedder": "some/other-model",
+                                                         "config": {"dim": embedder.dim}})
+    registry.activate("v0002")
+    assert "adapter:   v0002: adapter v0002 was trained for some/other-model" in run("status").output

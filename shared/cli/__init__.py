@@ -29,14 +29,17 @@ class App:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._store = None
+        self.read_only = False  # set by commands that must not create anything (search, status)
 
     @functools.cached_property
     def home(self) -> Home:
-        return Home.open(self.settings.home)
+        return Home.open(self.settings.home, create=not self.read_only)
 
     def store(self, create: bool = True):
         from ..store import Store
 
+        if not create and "home" not in self.__dict__:  # a store that must exist needs a home that does
+            self.read_only = True
         if self._store is None:
             self._store = Store.open(self.home.store_path, create=create)
         return self._store
@@ -90,10 +93,18 @@ class DeepmemGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx):
+        from ..store.connection import sqlite3
+
         try:
             return super().invoke(ctx)
         except DeepmemError as exc:
             raise click.ClickException(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:  # a damaged store.db found mid-command: one line, not a traceback
+            store = getattr(ctx.obj, "_store", None)
+            where = f" {store.path}" if store is not None else ""
+            raise click.ClickException(f"the store{where} cannot be read ({exc}); it may be damaged: check it with "
+                                       f"`sqlite3 store.db 'PRAGMA integrity_check'`, or ingest again into a fresh "
+                                       f"DEEPMEM_HOME") from exc
 
 
 @click.group(cls=DeepmemGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,14 +196,15 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
     """
     from ..retrieval import open_searcher
 
-    if not question.strip():
-        raise click.UsageError("the question is empty")
+    question = _checked_question(question)
+    app.read_only = True
     searcher = open_searcher(app.store(create=False), app.embedder, app.home)
     result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory)
     hits = result.hits
+    problem = searcher.adapters.error if not no_deep_memory else None
     if as_json:
-        echo_json({"question": question, "adapter": result.adapter, "timings": result.timings,
-                   "results": [h.to_dict() for h in hits]})
+        echo_json({"question": question, "adapter": result.adapter, "adapter_problem": problem,
+                   "timings": result.timings, "results": [h.to_dict() for h in hits]})
         return
     width = shutil.get_terminal_size((100, 20)).columns
     for hit in hits:
@@ -201,16 +213,33 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
         click.echo(f"     {c.breadcrumb}")
         snippet = " ".join(c.text.split())
         click.echo(f"     {snippet[: max(60, min(width, 160) - 5)]}")
-    click.echo(f"(deep memory: {result.adapter or 'off'})", err=True)
+    click.echo(f"(deep memory: {result.adapter or 'off'}{': ' + problem if problem else ''})", err=True)
     if not hits:
         click.echo("no results")
+
+
+MAX_QUESTION = 10_000
+
+
+def _checked_question(question: str) -> str:
+    """A question the embedder can take: text (bytes that are not UTF-8 are refused), bounded."""
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.ClickException("the question is not valid UTF-8 text (check the terminal's encoding, "
+                                   "e.g. LANG=C.UTF-8)") from None
+    if not question.strip():
+        raise click.UsageError("the question is empty")
+    if len(question) > MAX_QUESTION:
+        raise click.ClickException(f"the question is {len(question):,} characters long; at most {MAX_QUESTION:,}")
+    return question
 
 
 @cli.command()
 @json_option
 @pass_app
 def status(app: App, as_json: bool) -> None:
-    """What the store holds: sources, pages, chunks, embedder, size.
+    """What the store holds: sources, pages, chunks, embedder, size, the active adapter, the feedback spool.
 
     Example:
 
@@ -218,7 +247,8 @@ def status(app: App, as_json: bool) -> None:
     """
     from ..status import collect_status
 
-    info = collect_status(app.home, app.store())
+    app.read_only = True
+    info = collect_status(app.home, app.store(create=False))
     if as_json:
         echo_json(info)
         return
@@ -229,8 +259,15 @@ def status(app: App, as_json: bool) -> None:
     for s in info["sources"]:
         click.echo(f"source:    {s['uri']} ({s['kind']}{', ' + s['base_url'] if s['base_url'] else ''}): "
                    f"{s['pages']} pages, last ingest {s['last_ingest_at'] or 'never'}")
-    if info.get("adapter"):
-        click.echo(f"adapter:   {info['adapter']}")
+    adapter = info["adapter"] or "none (plain search)"
+    click.echo(f"adapter:   {adapter}" + (f": {info['adapter_problem']}" if info["adapter_problem"] else ""))
+    if info["memory_problem"]:
+        click.echo(f"memory:    {info['memory_problem']}")
+    spool = info["feedback_spool"]
+    if spool["pending"] or spool["quarantined"]:
+        click.echo(f"feedback:  {spool['pending']} spool files waiting"
+                   + (f", {spool['quarantined']} quarantined in {spool['quarantine_dir']} "
+                      f"(see `deepmem feedback quarantine`)" if spool["quarantined"] else ""))
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ def _demo_questions(store) -> list[Path]:
               help="Real questions to report beside the synthetic split (never trained on); repeatable.")
 @click.option("--no-activate", is_flag=True, help="Save the new adapter but leave the active one in place.")
 @click.option("--epochs", type=click.IntRange(1, 500), default=None, help="At most this many epochs.")
-@click.option("--time-budget", type=click.FloatRange(1, None), default=None, help="Stop training after SECONDS.")
+@click.option("--time-budget", type=click.FloatRange(1, None), default=None,
+              help="Stop training after SECONDS (training only: questions and evaluation come on top).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--estimate", is_flag=True, help="With --generator llm: print the token and cost estimate and stop.")
 @click.option("--quiet", "-q", is_flag=True)
@@ -123,8 +124,10 @@ def list_adapters(app: App, as_json: bool = False) -> None:
     """Every saved version, its test-split numbers and which one is active."""
     from ..deep_memory.versions import AdapterRegistry
 
+    app.read_only = True
     registry = AdapterRegistry(app.home.adapters_dir)
-    active = registry.active_name()
+    status = registry.active_status()
+    active = status.name
     rows = []
     for v in registry.versions():
         test = next((m for m in v.meta.get("metrics", []) if "synthetic" in m.get("name", "")), {})
@@ -134,17 +137,24 @@ def list_adapters(app: App, as_json: bool = False) -> None:
                      "test_hit@10": (test.get("deep_memory") or {}).get("hit_rate@10"),
                      "base_hit@10": (test.get("base") or {}).get("hit_rate@10"),
                      "decision": v.meta.get("decision")})
+    damaged = [{"version": name, "problem": why} for name, why in registry.damaged()]
     if as_json:
-        echo_json({"active": active, "versions": rows})
+        echo_json({"active": active, "problem": status.problem, "versions": rows, "damaged": damaged})
         return
-    if not rows:
+    if not rows and not status.problem and not damaged:
         click.echo("no adapters yet: run `deepmem train`")
         return
     for r in rows:
         mark = "*" if r["active"] else " "
         hit = f"hit@10 {r['base_hit@10']:.3f} -> {r['test_hit@10']:.3f}" if r["test_hit@10"] is not None else ""
         click.echo(f"{mark} {r['version']}  {r['created_at']}  {r['train_questions']} questions  {hit}")
-    click.echo(f"active: {active or 'none (plain search)'}")
+    for d in damaged:
+        click.echo(f"! {d['version']}  damaged: {d['problem']}")
+    if status.problem:
+        click.echo(f"active: {active or 'unknown'}, but it cannot serve: {status.problem}. Search runs without deep "
+                   f"memory; `deepmem adapters rollback` or `deepmem adapters activate VERSION` fixes it")
+    else:
+        click.echo(f"active: {active or 'none (plain search)'}")
 
 
 @adapters.command()
@@ -152,9 +162,16 @@ def list_adapters(app: App, as_json: bool = False) -> None:
 @pass_app
 def activate(app: App, version: str) -> None:
     """Make VERSION the active adapter (the bot picks it up at its next question)."""
-    from ..deep_memory.versions import AdapterRegistry
+    from ..deep_memory.versions import AdapterRegistry, unfit_for
 
-    AdapterRegistry(app.home.adapters_dir).activate(version)
+    registry = AdapterRegistry(app.home.adapters_dir)
+    if app.home.store_path.exists():  # refuse what search would ignore
+        store = app.store(create=False)
+        adapter, meta = registry.load(version)
+        unfit = unfit_for(meta, adapter, store.embedder_name, store.dim or adapter.dim) if store.embedder_name else None
+        if unfit:
+            raise click.ClickException(f"adapter {version} was {unfit}: search would ignore it")
+    registry.activate(version)
     click.echo(f"active: {version}")
 
 

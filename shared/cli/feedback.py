@@ -26,10 +26,13 @@ def feedback() -> None:
 @pass_app
 def export(app: App, what: str, as_json: bool) -> None:
     """Print labels (derived), events or questions as JSON lines. Works while `deepmem serve` runs."""
-    from ..feedback.store import FeedbackStore
+    from ..feedback.store import FeedbackStore, has_feedback
 
-    store = FeedbackStore(app.home)
-    rows = {"labels": store.labels, "events": store.events, "questions": store.questions}[what]()
+    app.read_only = True
+    rows = []
+    if has_feedback(app.home):
+        store = FeedbackStore(app.home)
+        rows = {"labels": store.labels, "events": store.events, "questions": store.questions}[what]()
     if as_json:
         echo_json(rows)
         return
@@ -62,4 +65,37 @@ def forget(app: App, user: str) -> None:
     from ..feedback.store import FeedbackStore
 
     counts = FeedbackStore(app.home).forget(user)
-    click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events")
+    click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events"
+               + (f", {counts['quarantined']} quarantined operations" if counts["quarantined"] else ""))
+
+
+@feedback.command()
+@click.option("--requeue", is_flag=True, help="Move the quarantined files back into the spool (after fixing the cause).")
+@pass_app
+def quarantine(app: App, requeue: bool) -> None:
+    """Spool files that could not be applied, and why (they block nothing; their good lines were applied).
+
+    Example:
+
+        deepmem feedback quarantine --requeue
+    """
+    from ..feedback.store import FeedbackStore, has_feedback
+
+    app.read_only = True
+    if not has_feedback(app.home):
+        click.echo("nothing quarantined")
+        return
+    store = FeedbackStore(app.home)
+    if requeue:
+        moved = store.requeue_quarantined()
+        applied = store.drain()
+        click.echo(f"requeued {moved} files; {applied} operations applied; {store.quarantined()} quarantined")
+        return
+    files = sorted(store.quarantine.glob("*.jsonl")) if store.quarantine.is_dir() else []
+    if not files:
+        click.echo("nothing quarantined")
+        return
+    for path in files:
+        reason = store.quarantine / f"{path.name}.reason"
+        first = reason.read_text(encoding="utf-8", errors="replace").splitlines()[:1] if reason.is_file() else []
+        click.echo(f"{path}: {first[0] if first else 'no reason recorded'}")

@@ -26,7 +26,7 @@ from ..vector_index import MemoryIndex
 from .adapter import LinearAdapter
 from .dataset import Dataset, Example, SplitSpec, split_salt
 from .trainer import TrainConfig, train_adapter
-from .versions import AdapterRegistry, same_split, unfit_for
+from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
 
 __all__ = ["TrainOptions", "TrainReport", "run_training", "decide", "MIN_CHUNKS"]
 
@@ -143,9 +143,12 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
 
     # 5. evaluate: base, champion, challenger; synthetic test split and real questions
     registry = AdapterRegistry(home.adapters_dir)
-    active = registry.load_active()
     champion = None
     champion_note = ""
+    try:
+        active = registry.load_active()
+    except AdapterError as exc:  # a damaged champion is replaced by a better challenger, not a crash
+        active, champion_note = None, f" ({exc})"
     if active is not None:
         name, adapter, meta = active
         unfit = unfit_for(meta, adapter, embedder.name, embedder.dim)

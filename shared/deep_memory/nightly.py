@@ -4,7 +4,10 @@
 2. training data: synthetic questions (split by chunk) plus labeled questions from feedback
    (weighted, capped per user, split by question: a held-out feedback test set is never trained
    on; synthetic test questions about chunks that feedback trains on are left out of the test);
-3. train a challenger, on ``threads`` torch threads and within a time budget;
+3. train a challenger, on ``threads`` torch threads. The time budget is the whole run's: it is
+   checked between stages and while question vectors are made, and training gets what the
+   stages before it left (less a tenth for evaluating); a run out of time before training is
+   recorded as failed, and what it made (questions) is cached for the next one;
 4. evaluate challenger and champion (the active adapter, or plain search) on the held-out
    synthetic split and the held-out feedback set. Promote when the challenger is better on
    feedback by more than the noise and not worse on synthetic beyond the noise (with too little
@@ -15,6 +18,8 @@
 6. the run is recorded in the feedback database (start, end, counts, metrics, decision, error).
 
 Only one run at a time across processes: a file lock; a second run is recorded as skipped.
+A run still marked running while nobody holds the lock was killed: ``mark_interrupted`` says so
+(every run does it first, and `deepmem runs` does it before listing).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..embedders import Embedder, make_embedder
+from ..errors import DeepmemError
 from ..feedback.store import FeedbackStore, now
 from ..feedback_memory import MemoryParams, Names, tune
 from ..home import Home
@@ -41,15 +47,35 @@ from ..vector_index import MemoryIndex
 from .dataset import Dataset, Example, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy, labeled_questions, split_feedback
 from .trainer import TrainConfig, train_adapter
-from .versions import AdapterRegistry, same_split, unfit_for
+from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
 
-__all__ = ["NightlyConfig", "run_nightly", "RunBusy", "paired_gain"]
+__all__ = ["NightlyConfig", "run_nightly", "RunBusy", "OutOfTime", "mark_interrupted", "paired_gain"]
 
 MIN_FEEDBACK_TEST = 10
+EMBED_SLICE = 128  # question vectors are made this many at a time, the time budget checked between
 
 
 class RunBusy(Exception):
     """Another retraining run holds the lock."""
+
+
+class OutOfTime(DeepmemError):
+    """The run's time budget was spent before there was time to train."""
+
+
+class Deadline:
+    """The run's time budget, counted from its start."""
+
+    def __init__(self, budget_s: float, started: float):
+        self.budget_s, self.end = budget_s, started + budget_s
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+    def check(self, stage: str) -> None:
+        if self.left() <= 0:
+            raise OutOfTime(f"the time budget of {self.budget_s:g} s was spent {stage}; nothing was trained "
+                            f"(the questions made are cached, so the next run starts further on)")
 
 
 @dataclass
@@ -57,7 +83,7 @@ class NightlyConfig:
     reingest: bool = False
     generator: str = "auto"
     seed: int = 0
-    time_budget_s: float = 1800.0
+    time_budget_s: float = 1800.0  # the whole run: questions, vectors, training, evaluation
     threads: int | None = 1  # leave the other cores to the bot answering questions
     policy: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     trigger: str = "manual"
@@ -67,12 +93,13 @@ class NightlyConfig:
 @contextmanager
 def run_lock(home: Home):
     home.locks_dir.mkdir(parents=True, exist_ok=True)
-    with open(home.locks_dir / "retrain.lock", "w") as fh:
+    with open(home.locks_dir / "retrain.lock", "a+") as fh:  # not "w": that would wipe the holder's pid
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunBusy("another retraining run is in progress") from None
         try:
+            fh.truncate(0)
             fh.write(str(os.getpid()))
             fh.flush()
             yield
@@ -155,18 +182,37 @@ def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = N
         with run_lock(home):
             _mark_interrupted(feedback)
             feedback.record([FeedbackStore.run_op(**record, status="running")])
-            result = _run(home, settings, config, embedder, feedback, log)
+            result = _run(home, settings, config, embedder, feedback, log, Deadline(config.time_budget_s, started))
             record |= result
     except RunBusy as exc:
         record |= {"status": "skipped", "decision": str(exc)}
     except Exception as exc:  # a failed run is recorded and retried next time; it never takes the bot down
-        record |= {"status": "failed", "error": f"{exc.__class__.__name__}: {exc}",
+        first_line = (str(exc).strip().splitlines() or [""])[0][:1000]
+        record |= {"status": "failed", "error": f"{exc.__class__.__name__}: {first_line}",
                    "decision": "run failed; the active adapter is unchanged"}
-        log(traceback.format_exc(limit=3))
+        if not isinstance(exc, DeepmemError):  # a known condition is one line; an unexpected one shows where
+            log(traceback.format_exc(limit=3))
     record |= {"finished_at": now(), "seconds": round(time.perf_counter() - started, 2)}
     feedback.record([FeedbackStore.run_op(**record)])
     feedback.drain(timeout=5)
     return record
+
+
+def mark_interrupted(home: Home, feedback: FeedbackStore) -> None:
+    """Mark runs killed mid-way as interrupted, unless a run is in progress right now. The run lock is
+    held only to queue the marks (a scheduled run starting meanwhile is never turned away for long), and
+    a mark changes only a run still 'running' when it is applied."""
+    try:
+        stale = feedback.rows("SELECT id FROM runs WHERE status = 'running'")
+    except DeepmemError:
+        return
+    if not stale:
+        return
+    try:
+        with run_lock(home):
+            _record_interrupted(feedback, stale)
+    except RunBusy:
+        pass
 
 
 def _mark_interrupted(feedback: FeedbackStore) -> None:
@@ -175,14 +221,27 @@ def _mark_interrupted(feedback: FeedbackStore) -> None:
         stale = feedback.rows("SELECT id FROM runs WHERE status = 'running'")
     except Exception:
         return
+    _record_interrupted(feedback, stale)
+
+
+def _record_interrupted(feedback: FeedbackStore, stale: list[dict]) -> None:
     if stale:
         feedback.record([FeedbackStore.run_op(id=r["id"], status="interrupted",
-                                              decision="the process ended during the run; nothing was activated")
+                                              decision="the process ended before the run finished")
                          for r in stale])
 
 
+def _embed(embedder: Embedder, texts: list[str], deadline: Deadline) -> np.ndarray:
+    """Vectors for texts, a slice at a time, so that a spent time budget stops the run within a slice."""
+    parts = []
+    for start in range(0, len(texts), EMBED_SLICE):
+        deadline.check("making question vectors")
+        parts.append(embedder.embed(texts[start:start + EMBED_SLICE]))
+    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+
+
 def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedder | None, feedback: FeedbackStore,
-         log) -> dict:
+         log, deadline: Deadline) -> dict:
     embedder = embedder or make_embedder(settings)
     with Store.open(home.store_path, create=False) as store:
         if config.reingest:
@@ -198,6 +257,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         # synthetic questions, split by chunk
         generator = resolve_generator(config.generator, settings)
         questions, qinfo = synthetic_questions(store, settings, generator, progress=False)
+        deadline.check("by the time the questions were made")
         items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
         spec = SplitSpec(salt=split_salt(config.seed))
         data = Dataset.build(store, [("synthetic", [i for i in items if i[1]])], spec)
@@ -220,18 +280,26 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         log(f"training on {counts['train']} questions ({counts['train_by_source'].get('feedback', 0)} from feedback)")
 
         index = MemoryIndex(store)
-        vec = {s: embedder.embed([e.text for e in getattr(data, s)]) for s in ("train", "val", "test")}
-        fb_vectors = embedder.embed([q.text for q in fb_test]) if fb_test else np.zeros((0, embedder.dim), np.float32)
+        vec = {s: _embed(embedder, [e.text for e in getattr(data, s)], deadline) for s in ("train", "val", "test")}
+        fb_vectors = _embed(embedder, [q.text for q in fb_test], deadline)
 
         train_cfg = config.train or TrainConfig(seed=config.seed)
-        train_cfg.time_budget_s = config.time_budget_s
+        train_cfg.time_budget_s = deadline.left() - 0.1 * config.time_budget_s  # a tenth kept for evaluating
+        if train_cfg.time_budget_s < 1.0:
+            raise OutOfTime(f"the time budget of {config.time_budget_s:g} s was spent before training "
+                            f"({deadline.budget_s - deadline.left():.0f} s on questions and their vectors); "
+                            f"nothing was trained")
         train_cfg.threads = config.threads
         result = train_adapter(train_cfg, index.rowids, index.matrix, vec["train"], data.train, vec["val"], data.val)
 
         # champion: the active adapter, if comparable; else plain search
         registry = AdapterRegistry(home.adapters_dir)
         champion_name, champion = None, None
-        active = registry.load_active()
+        try:
+            active = registry.load_active()
+        except AdapterError as exc:  # a damaged champion: the challenger is compared with plain search
+            active = None
+            log(f"the active adapter cannot serve ({exc}); comparing with plain search")
         if active is not None:
             name, adapter, meta = active
             if unfit_for(meta, adapter, embedder.name, embedder.dim) is None and same_split(meta, spec):

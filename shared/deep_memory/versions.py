@@ -7,6 +7,10 @@ A version directory is written under a temporary name and renamed into place, so
 half-written adapter never has a version name. Activation replaces active.json with
 os.replace, which is atomic: a reader sees the old pointer or the new one, never a mix.
 A lock file serialises writers (the CLI, the daemon) across processes.
+
+A damaged pointer or an active version that cannot be loaded is never taken silently for
+"no adapter": ``active_status`` says what is wrong, and the CLI, `deepmem status`, search
+and the bot's log say it too.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ..errors import DeepmemError
 from .adapter import LinearAdapter
 from .dataset import SplitSpec
 
-__all__ = ["AdapterRegistry", "AdapterVersion", "AdapterError", "unfit_for", "same_split"]
+__all__ = ["AdapterRegistry", "AdapterVersion", "AdapterError", "ActiveStatus", "unfit_for", "same_split"]
 
 VERSION = re.compile(r"^v(\d{4,})$")
 
@@ -45,6 +49,14 @@ def same_split(meta: dict, spec: SplitSpec) -> bool:
     """Was this adapter trained on the same train/validation/test split? If not, it may have
     trained on chunks of this test split, and its numbers there would be inflated."""
     return meta.get("split", {}) == spec.to_meta()
+
+
+@dataclass(frozen=True)
+class ActiveStatus:
+    """Which version the pointer names, and why it cannot serve (None when it can, or when none is active)."""
+
+    name: str | None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,18 +97,45 @@ class AdapterRegistry:
                 out.append(AdapterVersion(path.name, path, meta))
         return out
 
-    def _state(self) -> dict:
+    def _read_state(self) -> dict:
+        """The pointer's content; AdapterError when it exists but is not a pointer."""
         try:
-            state = json.loads(self.pointer.read_text())
-            return state if isinstance(state, dict) else {}
+            state = json.loads(self.pointer.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError) as exc:
+            raise AdapterError(f"{self.pointer} is damaged ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+        version = state.get("version") if isinstance(state, dict) else None
+        history = state.get("history", []) if isinstance(state, dict) else None
+        if not isinstance(state, dict) or not (version is None or isinstance(version, str)) \
+                or not isinstance(history, list) or not all(isinstance(h, str) for h in history):
+            raise AdapterError(f"{self.pointer} is damaged (not a pointer: {str(state)[:80]!r})")
+        return state
+
+    def _state(self) -> dict:
+        """The pointer for writers: a damaged one counts as empty (activating rewrites it)."""
+        try:
+            return self._read_state()
+        except AdapterError:
             return {}
 
     def active_name(self) -> str | None:
         name = self._state().get("version")
         return name if name and (self.root / name / "weights.npz").is_file() else None
+
+    def active_status(self) -> ActiveStatus:
+        """The active version, loaded to be sure it can serve."""
+        try:
+            name = self._read_state().get("version")
+        except AdapterError as exc:
+            return ActiveStatus(None, str(exc))
+        if not name:
+            return ActiveStatus(None)
+        try:
+            self.load(name)
+        except AdapterError as exc:
+            return ActiveStatus(name, str(exc))
+        return ActiveStatus(name)
 
     def load(self, name: str) -> tuple[LinearAdapter, dict]:
         path = self.root / name
@@ -105,12 +144,34 @@ class AdapterRegistry:
             raise AdapterError(f"no adapter version {name!r} (known: {known})")
         try:
             return LinearAdapter.load(path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise AdapterError(f"adapter {name} cannot be loaded: {exc}") from exc
+        except Exception as exc:  # a damaged file: numpy, zipfile and json each fail their own way
+            detail = " ".join(str(exc).split())[:160] or exc.__class__.__name__
+            raise AdapterError(f"adapter {name} cannot be loaded ({exc.__class__.__name__}: {detail})") from None
+
+    def _loadable(self, name: str) -> bool:
+        try:
+            self.load(name)
+            return True
+        except AdapterError:
+            return False
+
+    def damaged(self) -> list[tuple[str, str]]:
+        """Version directories ``versions`` cannot list (their meta.json is missing or unreadable), and why."""
+        out = []
+        for path in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            if path.is_dir() and VERSION.match(path.name):
+                try:
+                    json.loads((path / "meta.json").read_text())
+                except FileNotFoundError:
+                    out.append((path.name, "meta.json is missing"))
+                except (OSError, ValueError) as exc:
+                    out.append((path.name, f"meta.json is unreadable ({exc.__class__.__name__})"))
+        return out
 
     def load_active(self) -> tuple[str, LinearAdapter, dict] | None:
-        name = self.active_name()
-        if name is None:
+        """The active adapter; None when none is active; AdapterError when the pointer or the version is damaged."""
+        name = self._read_state().get("version")
+        if not name:
             return None
         adapter, meta = self.load(name)
         return name, adapter, meta
@@ -118,7 +179,8 @@ class AdapterRegistry:
     def save(self, adapter: LinearAdapter, meta: dict) -> AdapterVersion:
         """Write a new version (not activated)."""
         with self._lock():
-            numbers = [int(VERSION.match(v.name).group(1)) for v in self.versions()]
+            # every version directory counts, readable or not: a new version never lands on a damaged one
+            numbers = [int(m.group(1)) for p in self.root.iterdir() if p.is_dir() and (m := VERSION.match(p.name))]
             for p in self.root.glob("v*.partial-*"):
                 shutil.rmtree(p, ignore_errors=True)  # left behind by a killed writer
             name = f"v{(max(numbers) + 1) if numbers else 1:04d}"
@@ -161,9 +223,13 @@ class AdapterRegistry:
     def rollback(self) -> str | None:
         """Back to the adapter that was active before this one; returns its name (None: no adapter)."""
         with self._lock():
-            state = self._state()
+            try:
+                state = self._read_state()
+            except AdapterError as exc:
+                raise AdapterError(f"{exc}: pick a version with `deepmem adapters activate VERSION` "
+                                   f"(see `deepmem adapters list`)") from None
             history = list(state.get("history", []))
-            while history and not (self.root / history[-1] / "weights.npz").is_file():
+            while history and not self._loadable(history[-1]):  # skip versions deleted or damaged since
                 history.pop()
             if not history and not state.get("version"):
                 raise AdapterError("nothing to roll back to: no adapter has been active")
