@@ -164,7 +164,7 @@ def test_kill_9_during_a_run_leaves_the_last_good_adapter(home, store_copy):
             break
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    proc.communicate(timeout=30)
     assert registry.active_name() == good
     assert [v.name for v in registry.versions()] == before  # nothing half-written has a version name
     again = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=600)

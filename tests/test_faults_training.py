@@ -122,7 +122,7 @@ def _kill_at(home: Home, stage: str) -> list[str]:
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(60)
+        proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     return seen
 

@@ -198,6 +198,8 @@ class FeedbackStore:
                     migrate(conn)
                     self._migrated = True
                 yield conn
+            except duckdb.InterruptException:
+                raise KeyboardInterrupt from None  # Ctrl-C, not a damaged file
             except duckdb.Error as exc:
                 raise self._damaged(exc) from None
             finally:
