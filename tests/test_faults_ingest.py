@@ -351,3 +351,294 @@ def test_a_base_url_that_is_not_a_web_address_is_refused(tmp_path, small_docs, h
     for bad in ("javascript:alert(1)//", "https://docs.example.com/a b/", "docs.example.com/", "https://x/?q=1"):
         with pytest.raises(SourceError, match="--base-url"):
             _ingest(tmp_path, hashed, small_docs, base_url=bad)
+
+
+# -- pages the parser cannot or should not read: skipped, the rest ingested --------------------
+
+def test_a_deeply_nested_page_and_a_malformed_link_do_not_stop_a_folder(tmp_path, small_docs, hashed):
+    """A 100,000-deep page took minutes to parse; "http://[oops" in a link raised out of the ingest."""
+    docs = tmp_path / "docs"
+    for name in NAMES:
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(small_docs / name, docs / name)
+    (docs / "deep.html").write_text("<html><body>" + "<div>" * 100_000 + "deep" + "</div>" * 100_000)
+    (docs / "badlink.html").write_text((small_docs / "autoinc.html").read_text()
+                                       + '<p>See <a href="http://[oops/x.html">this</a>.</p>')
+    started = time.perf_counter()
+    report, pages, _ = _ingest(tmp_path, hashed, docs)
+    assert time.perf_counter() - started < 60
+    assert set(pages) == set(NAMES) | {"badlink.html"}
+    assert "nested more than 1,000 elements deep" in _reasons(report)["deep.html"]
+
+
+def test_a_page_that_takes_too_long_to_parse_is_skipped(tmp_path, small_docs, hashed):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(small_docs / "autoinc.html", docs / "autoinc.html")
+    (docs / "brackets.md").write_bytes(b"[" * 300_000)  # markdown-it: about 20 s
+    report, pages, _ = _ingest(tmp_path, hashed, docs, parse_seconds=1.0)
+    assert set(pages) == {"autoinc.html"}
+    assert _reasons(report)["brackets.md"] == "parsing took longer than 1 s: skipped"
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_stored_pages(tmp_path, small_docs, hashed):
+    """os.walk skipped a folder it could not list, silently: its pages were then deleted as gone.
+    (The folder is made unlistable by a path longer than PATH_MAX, which stops root as well.)"""
+    docs = tmp_path / "docs"
+    for name in NAMES:
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(small_docs / name, docs / name)
+    limit = os.pathconf(docs, "PC_PATH_MAX")
+    room = limit - 20 - len(str(docs)) - len("/deep.html")  # the deepest page's path: 20 short of the limit
+    names = []
+    while room > 3:
+        names.append((f"{len(names):02}" + "d" * 200)[: room - 1])
+        room -= len(names[-1]) + 1
+    deep = docs.joinpath(*names)
+    deep.mkdir(parents=True)
+    shutil.copy(small_docs / "autoinc.html", deep / "deep.html")
+    first, pages, _ = _ingest(tmp_path, hashed, docs)
+    assert first.complete and len(pages) == len(NAMES) + 1
+    longer = docs / (names[0] + "x" * 50)  # now the deepest folder's path is longer than the system allows
+    assert len(str(deep / "deep.html")) + 50 > limit
+    (docs / names[0]).rename(longer)
+    report, after, _ = _ingest(tmp_path, hashed, docs)
+    assert not report.complete and report.pages_removed == 0
+    assert set(after) == set(pages)  # kept, although not seen
+    assert any("cannot list this folder" in f["reason"] and "File name too long" in f["reason"]
+               for f in report.failures)
+
+
+@pytest.fixture
+def gated_server():
+    """A loopback OpenAI server whose embeddings route can hold a request open."""
+    from .helpers.openai_server import OpenAIServer
+
+    class Gated(OpenAIServer):
+        gate = None
+
+        async def _embeddings(self, request):
+            if self.gate is not None:
+                return await self.gate(request)
+            return await super()._embeddings(request)
+
+    server = Gated()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _hold(server, hold_at: int):
+    import asyncio
+    import threading
+
+    state = {"count": 0, "arrived": threading.Event(), "release": threading.Event()}
+    original = type(server).__mro__[1]._embeddings
+
+    async def gate(request):
+        state["count"] += 1
+        if state["count"] == hold_at:
+            state["arrived"].set()
+            while not state["release"].is_set():
+                await asyncio.sleep(0.01)
+        return await original(server, request)
+
+    server.gate = gate
+    return state
+
+
+def _env(home: Path, server) -> dict:
+    return dict(os.environ, DEEPMEM_HOME=str(home), DEEPMEM_EMBEDDER="openai", OPENAI_BASE_URL=server.base_url,
+                DEEPMEM_EMBEDDING_DIMENSIONS="64")
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-c", "from shared.cli import main; main()", *args]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _writing(db: Path) -> bool:
+    """True while another connection holds the store's write lock (is inside a write transaction)."""
+    import sqlite3
+
+    if not db.exists():
+        return False
+    conn = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return True
+    else:
+        conn.execute("ROLLBACK")
+        return False
+    finally:
+        conn.close()
+
+
+def _kill_inside_a_long_write(proc: subprocess.Popen, db: Path, min_seconds: float = 0.02,
+                              deadline: float = 300) -> None:
+    """SIGKILL the process while it holds the write lock of a transaction that has lasted at least
+    ``min_seconds`` (page batches and deletions; not the millisecond bookkeeping ones). SIGSTOP first,
+    and check the lock is still held, so the kill lands inside the transaction, not after it."""
+    end = time.monotonic() + deadline
+    since = None
+    while time.monotonic() < end and proc.poll() is None:
+        if not _writing(db):
+            since = None
+            time.sleep(0.002)
+            continue
+        since = since or time.monotonic()
+        if time.monotonic() - since < min_seconds:
+            time.sleep(0.002)
+            continue
+        proc.send_signal(signal.SIGSTOP)
+        if _writing(db):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            return
+        proc.send_signal(signal.SIGCONT)
+        since = None
+    raise AssertionError("the process never held the write lock long enough to be killed inside it")
+
+
+def _clean(tmp_path, docs: Path, server, *args) -> dict:
+    home = tmp_path / "clean-home"
+    run = subprocess.run(_cli("ingest", str(docs), "-q", *args), env=_env(home, server), capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    with Store.open(home / "store.db") as store:
+        return check_store(store)
+
+
+def _rerun_matches_clean(tmp_path, docs: Path, home: Path, server) -> None:
+    rerun = subprocess.run(_cli("ingest", str(docs), "-q"), env=_env(home, server), capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    with Store.open(home / "store.db") as store:
+        assert check_store(store) == _clean(tmp_path, docs, server)
+        assert [s.uri for s in store.sources()] == [str(docs.resolve())]
+
+
+def _docs(tmp_path, small_docs, extra: dict[str, bytes] | None = None) -> Path:
+    from .helpers.corpus import SMALL
+
+    docs = tmp_path / "docs"
+    for name in SMALL:
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(small_docs / name, docs / name)
+    for name, data in (extra or {}).items():
+        (docs / name).write_bytes(data)
+    return docs
+
+
+def test_kill_9_while_parsing_leaves_no_trace_and_a_rerun_finishes(tmp_path, small_docs, gated_server):
+    docs = _docs(tmp_path, small_docs, {"0-slow.md": b"[" * 150_000 + b"\n\nSlow page."})  # read first, ~10 s
+    state = _hold(gated_server, hold_at=10**9)  # counts requests, holds none
+    home = tmp_path / "home"
+    proc = subprocess.Popen(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker, end = None, time.monotonic() + 120
+    while time.monotonic() < end and proc.poll() is None:
+        workers = [c for c in _children(proc.pid) if b"shared.parsers.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        if workers and _cpu_seconds(workers[0]) > 2.0:  # past its imports: inside the slow page
+            worker = workers[0]
+            break
+        time.sleep(0.05)
+    assert worker is not None and proc.poll() is None, "never caught the ingest parsing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert state["count"] == 0  # killed before anything was embedded
+    with Store.open(home / "store.db") as store:
+        assert check_store(store) == {} and store.sources() == []  # nothing written, the source not registered
+    end = time.monotonic() + 90
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < end:  # the orphaned parser ends on its own
+        time.sleep(0.2)
+    assert not Path(f"/proc/{worker}").exists()
+    _rerun_matches_clean(tmp_path, docs, home, gated_server)
+
+
+def test_kill_9_while_embedding_keeps_whole_pages_only_and_a_rerun_finishes(tmp_path, small_docs, gated_server):
+    docs = _docs(tmp_path, small_docs)
+    state = _hold(gated_server, hold_at=2)  # the first batch is written, the second is being embedded
+    home = tmp_path / "home"
+    proc = subprocess.Popen(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert state["arrived"].wait(180), "the second embedding request never came"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        state["release"].set()
+    clean = _clean(tmp_path, docs, gated_server)
+    with Store.open(home / "store.db") as store:
+        partial = check_store(store)
+        assert 0 < len(partial) < len(clean)
+        assert all(partial[url] == clean[url] for url in partial)  # every stored page is whole
+    _rerun_matches_clean(tmp_path, docs, home, gated_server)
+
+
+def test_kill_9_inside_the_write_transaction_rolls_it_back_and_a_rerun_finishes(tmp_path, small_docs, gated_server):
+    docs = _docs(tmp_path, small_docs)
+    home = tmp_path / "home"
+    proc = subprocess.Popen(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_inside_a_long_write(proc, home / "store.db")
+    clean = _clean(tmp_path, docs, gated_server)
+    with Store.open(home / "store.db") as store:
+        partial = check_store(store)
+        assert len(partial) < len(clean)
+        assert all(partial[url] == clean[url] for url in partial)
+    _rerun_matches_clean(tmp_path, docs, home, gated_server)
+
+
+def test_kill_9_while_removing_gone_pages_and_a_rerun_finishes(tmp_path, small_docs, gated_server):
+    docs = _docs(tmp_path, small_docs)
+    home = tmp_path / "home"
+    first = subprocess.run(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server), capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    with Store.open(home / "store.db") as store:
+        before = check_store(store)
+    for page in sorted(docs.rglob("*.html"))[2:]:  # 20 of the 22 pages are gone
+        page.unlink()
+    proc = subprocess.Popen(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_inside_a_long_write(proc, home / "store.db")
+    with Store.open(home / "store.db") as store:
+        assert check_store(store) == before  # the deletion is one transaction: all of it or none
+    _rerun_matches_clean(tmp_path, docs, home, gated_server)
+
+
+def test_kill_9_while_removing_a_source_and_then_removing_it(tmp_path, small_docs, gated_server):
+    docs = _docs(tmp_path, small_docs)
+    home = tmp_path / "home"
+    assert subprocess.run(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
+                          capture_output=True, timeout=600).returncode == 0
+    with Store.open(home / "store.db") as store:
+        before = check_store(store)
+    proc = subprocess.Popen(_cli("sources", "remove", str(docs)), env=_env(home, gated_server),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_inside_a_long_write(proc, home / "store.db", min_seconds=0.005)
+    with Store.open(home / "store.db") as store:
+        assert check_store(store) == before and len(store.sources()) == 1
+    again = subprocess.run(_cli("sources", "remove", str(docs)), env=_env(home, gated_server),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "removed" in again.stdout
+    with Store.open(home / "store.db") as store:
+        assert check_store(store) == {} and store.sources() == []
