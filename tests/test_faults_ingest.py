@@ -194,7 +194,7 @@ def test_sources_are_listed_and_one_is_removed_with_its_pages_and_chunks(tmp_pat
     assert [(s["uri"], s["pages"]) for s in listed] == [(str(a), 2), (str(b), 3)]
     assert all(s["chunks"] > 0 for s in listed)
     shutil.rmtree(a)
-    result = runner.invoke(cli, ["sources", "remove", str(a)], catch_exceptions=False)  # gone from disk: still removable
+    result = runner.invoke(cli, ["sources", "remove", str(a)], catch_exceptions=False)  # gone, still removable
     assert result.exit_code == 0 and f"removed {a}: 2 pages, {listed[0]['chunks']} chunks" in result.output
     with Store.open(tmp_path / "home" / "store.db") as store:
         pages = check_store(store)
@@ -555,7 +555,8 @@ def test_kill_9_while_parsing_leaves_no_trace_and_a_rerun_finishes(tmp_path, sma
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker, end = None, time.monotonic() + 120
     while time.monotonic() < end and proc.poll() is None:
-        workers = [c for c in _children(proc.pid) if b"shared.parsers.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        workers = [c for c in _children(proc.pid)
+                   if b"shared.parsers.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
         if workers and _cpu_seconds(workers[0]) > 2.0:  # past its imports: inside the slow page
             worker = workers[0]
             break

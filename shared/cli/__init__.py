@@ -153,7 +153,7 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
             hint = "" if target else f" (`deepmem sources remove {uri}` forgets it)"
             failed.append(f"{uri}: {exc}{hint}")
             results.append({"source": uri, "error": str(exc)})
-            if not as_json:
+            if not as_json and len(targets) > 1:
                 click.echo(f"{uri}: not ingested: {exc}{hint}")
             continue
         results.append(report.to_dict())

@@ -34,7 +34,6 @@ def nesting_depth(html: str, stop_at: int) -> int:
     open_count: dict[str, int] = {}
     foreign = 0
     deepest = 0
-    lower: str | None = None  # lower-cased copy, made only if a raw-text element needs its end tag found
     pos = 0  # tokens before this are inside a comment or a script: not markup
 
     def pop_to(name: str) -> None:
@@ -64,12 +63,11 @@ def nesting_depth(html: str, stop_at: int) -> int:
             continue
         if name in VOID or name in SELF_CLOSING:
             continue
-        if name in RAW_TEXT and not foreign:
-            if lower is None:
-                lower = html.lower()
-            pos = lower.find("</" + name, m.end())
-            if pos < 0:
+        if name in RAW_TEXT and not foreign:  # its text runs to its end tag
+            end = re.compile("</" + name, re.I).search(html, m.end())
+            if end is None:
                 break
+            pos = end.start()
             continue
         if foreign:
             gt = html.find(">", m.end())

@@ -160,8 +160,8 @@ def _page_from(reply: dict) -> ParsedPage:
     if "error" in reply:
         raise ParseError(reply["error"])
     page = reply["page"]
-    return ParsedPage(title=page["title"],
-                      blocks=[Block(text=t, headings=tuple(h), anchors=tuple(a), kind=k) for t, h, a, k in page["blocks"]],
+    blocks = [Block(text=t, headings=tuple(h), anchors=tuple(a), kind=k) for t, h, a, k in page["blocks"]]
+    return ParsedPage(title=page["title"], blocks=blocks,
                       links=[Link(href=h, text=t, context=c) for h, t, c in page["links"]])
 
 

@@ -50,6 +50,7 @@ TRACKING = re.compile(r"^(utm_.*|highlight|ref|fbclid|gclid|_ga)$", re.I)
 USER_AGENT = "deepmem-crawler/0.1 (+https://github.com/deepmem)"
 ROBOTS_AGENT = "deepmem-crawler"  # the product token robots.txt groups are matched against
 MAX_CRAWL_DELAY = 30.0  # seconds: a larger Crawl-delay is honoured at this
+NOT_PAGES = ("#", "javascript:", "mailto:", "tel:", "data:")  # links that are not pages to crawl
 MAX_URL_CHARS = 2048  # longer links are skipped (browsers and servers draw the line about here)
 
 
@@ -281,7 +282,7 @@ class Crawler:
         out = []
         for a in tree.css("a[href]"):
             href = (a.attributes.get("href") or "").strip()
-            if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")) or len(href) > MAX_URL_CHARS:
+            if not href or len(href) > MAX_URL_CHARS or href.startswith(NOT_PAGES):
                 continue
             absolute = _absolute(base, href)
             if absolute is None or len(absolute) > MAX_URL_CHARS:
