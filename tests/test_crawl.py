@@ -160,6 +160,9 @@ def test_cli_refuses_bad_urls():
 
     result = CliRunner().invoke(cli, ["ingest", "ftp://example.com/docs/"])
     assert result.exit_code == 1 and "only http:// and https://" in result.output
+    for url in ("https://example.com/my docs/", "https://example.com/docs/\n<!channel>"):  # stored, then sent to Slack
+        result = CliRunner().invoke(cli, ["ingest", url])
+        assert result.exit_code == 1 and "spaces or control characters" in result.output
 
 
 # -- one bad page or link does not spoil the crawl ------------------------------------------------
