@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import quote
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -20,6 +21,7 @@ from .tokens import count_tokens
 
 __all__ = ["Chunk", "chunk_page", "chunk_id", "same_text_key", "near_copies"]
 
+FRAGMENT_SAFE = "/?!$()*+,;=:@-._~"  # RFC 3986 fragment characters kept; anything else is percent-encoded
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[A-Z0-9(\"'`])")
 
 
@@ -36,7 +38,8 @@ class Chunk:
 
     @property
     def url(self) -> str:
-        return f"{self.page_url}#{self.anchors[-1]}" if self.anchors else self.page_url
+        """The page URL and the innermost anchor, percent-encoded (an id is whatever the page says)."""
+        return f"{self.page_url}#{quote(self.anchors[-1], safe=FRAGMENT_SAFE)}" if self.anchors else self.page_url
 
     @property
     def embed_text(self) -> str:

@@ -7,7 +7,12 @@
 - Pages are written in batches, each batch in one transaction: an interrupted ingest leaves
   every page wholly old or wholly new, and running it again finishes the job.
 - Pages gone from the source are removed at the end, and only when the source was read
-  completely (a crawl with timeouts or a page limit removes nothing it did not see fail).
+  completely (a crawl with timeouts or a page limit, a truncated archive, a folder that
+  cannot be listed remove nothing they did not see fail).
+- A page that cannot be read or parsed is reported and skipped, the rest is ingested. Pages
+  are parsed in a child process, each within ``parse_seconds`` (parsers.worker).
+- A new source is registered in the transaction that writes its first pages: a source that
+  cannot be read at all (missing, unreadable, over the archive limits) leaves no trace.
 """
 
 from __future__ import annotations
@@ -15,22 +20,24 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from tqdm import tqdm
 
 from .chunking import Chunk, chunk_page
 from .embedders import Embedder
 from .errors import SourceError
-from .parsers import ParseError, parse
+from .parsers import ParseError
+from .parsers.worker import PARSE_SECONDS, ParserProcess
 from .settings import Settings
-from .sources import Failure, open_source, source_uri
+from .sources import Failure, one_line, open_source, source_uri
 from .store import Store
 
 __all__ = ["IngestReport", "ingest", "PARSER_VERSION"]
 
-PARSER_VERSION = "4"  # bump when parsing or chunking changes what a page becomes
+PARSER_VERSION = "5"  # bump when parsing or chunking changes what a page becomes
 EMBED_BATCH = 256  # chunks per embedding call and per write transaction
+LINK_SAFE = "/!$&'()*+,;=:@-._~?#%"  # a link target keeps its URL syntax and escapes; spaces, controls are encoded
 
 
 @dataclass
@@ -55,6 +62,15 @@ class IngestReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def pages_stored(self) -> int:
+        """Pages of this source that are now in the store as read this time."""
+        return self.pages_new + self.pages_changed + self.pages_unchanged
+
+    def fail(self, url: str, reason: str) -> None:
+        self.pages_failed += 1
+        self.failures.append({"url": one_line(url, 500), "reason": one_line(reason)})
+
 
 @dataclass
 class _Pending:
@@ -78,9 +94,13 @@ def _resolve_links(page_url: str, links) -> list[tuple[str, str, str]]:
     for link in links:
         if not link.text:
             continue
-        target = urljoin(page_url, link.href) if "://" in page_url else _join_relative(page_url, link.href)
-        if urlsplit(target).scheme in ("", "http", "https"):
-            out.append((target, link.text, link.context))
+        try:
+            target = urljoin(page_url, link.href) if "://" in page_url else _join_relative(page_url, link.href)
+            scheme = urlsplit(target).scheme
+        except ValueError:  # "http://[broken": a link nobody can follow
+            continue
+        if scheme in ("", "http", "https"):
+            out.append((quote(target, safe=LINK_SAFE), link.text, link.context))
     return out
 
 
@@ -93,8 +113,11 @@ def _join_relative(page_path: str, href: str) -> str:
 
 
 class _Writer:
-    def __init__(self, store: Store, embedder: Embedder, source_id: int, report: IngestReport, bar):
+    """Embeds and writes pages in batches; registers a new source with its first batch."""
+
+    def __init__(self, store: Store, embedder: Embedder, source_id: int | None, register, report: IngestReport, bar):
         self.store, self.embedder, self.source_id, self.report, self.bar = store, embedder, source_id, report, bar
+        self.register = register  # () -> source id, called inside the first write transaction
         self.pending: list[_Pending] = []
         self.pending_chunks = 0
 
@@ -132,6 +155,8 @@ class _Writer:
             self.report.chunks_embedded += len(need)
             self.bar.update(len(need))
         with store.transaction():
+            if self.source_id is None:
+                self.source_id = self.register()
             for page, existing, hashes in plans:
                 blobs = [vectors.get(h, b"") for h in hashes]
                 store.write_page(source_id=self.source_id, url=page.url, path=page.path, title=page.title,
@@ -150,29 +175,43 @@ class _Writer:
 
 
 def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *, base_url: str | None = None,
-           progress: bool = True) -> IngestReport:
-    """Ingest one source (a URL to crawl, or a folder / archive) into the store."""
+           progress: bool = True, parse_seconds: float = PARSE_SECONDS) -> IngestReport:
+    """Ingest one source (a URL to crawl, or a folder / archive) into the store. Raises
+    SourceError, and changes nothing, when the source cannot be read at all."""
     uri, kind = source_uri(target)
     if kind == "site" and base_url:
         raise SourceError("--base-url applies to folders and archives; a crawled site links to its own URLs")
     source_impl = open_source(uri, kind, settings, base_url)
+    try:
+        return _ingest(store, embedder, settings, source_impl, uri, kind, base_url, progress, parse_seconds)
+    finally:
+        close = getattr(source_impl, "close", None)
+        if close is not None:
+            close()
+
+
+def _ingest(store: Store, embedder: Embedder, settings: Settings, source_impl, uri: str, kind: str,
+            base_url: str | None, progress: bool, parse_seconds: float) -> IngestReport:
     store.bind_embedder(embedder.name, embedder.dim or _probe_dim(embedder))
-    source = store.upsert_source(uri, kind, base_url)
+    source = store.source(uri)
+    if source is not None:
+        source = store.upsert_source(uri, kind, base_url)
     report = IngestReport(source=uri, kind=kind)
     started = time.perf_counter()
-    states = store.page_states(source.id)
+    states = store.page_states(source.id) if source is not None else {}
     seen: set[str] = set()
     settings_key = f"{PARSER_VERSION}\x1f{settings.chunk_tokens}\x1f{embedder.name}\x1f".encode()
 
     pages_bar = tqdm(desc="pages", unit="page", disable=not progress, leave=False)
     chunks_bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
-    writer = _Writer(store, embedder, source.id, report, chunks_bar)
+    writer = _Writer(store, embedder, source.id if source is not None else None,
+                     lambda: store.add_source(uri, kind, base_url), report, chunks_bar)
+    parser = ParserProcess(time_limit=parse_seconds)
     try:
         for item in source_impl:
             pages_bar.update(1)
             if isinstance(item, Failure):
-                report.pages_failed += 1
-                report.failures.append({"url": item.url, "reason": item.reason})
+                report.fail(item.url, item.reason)
                 if item.keep:
                     seen.add(item.url)
                 continue
@@ -181,9 +220,8 @@ def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *,
                 continue
             seen.add(item.url)
             owner = store.page_owner(item.url)
-            if owner is not None and owner != source.id:
-                report.pages_failed += 1
-                report.failures.append({"url": item.url, "reason": "already ingested from another source"})
+            if owner is not None and owner != writer.source_id:
+                report.fail(item.url, "already ingested from another source")
                 continue
             content_hash = hashlib.sha256(settings_key + item.content).hexdigest()
             state = states.get(item.url)
@@ -191,10 +229,9 @@ def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *,
                 report.pages_unchanged += 1
                 continue
             try:
-                parsed = parse(item)
+                parsed = parser.parse(item)
             except ParseError as exc:
-                report.pages_failed += 1
-                report.failures.append({"url": item.url, "reason": str(exc)})
+                report.fail(item.url, str(exc))
                 seen.discard(item.url)  # what is stored for it is stale: removed below
                 continue
             chunks = chunk_page(parsed, item.url, settings.chunk_tokens, fits=embedder.fits)
@@ -203,6 +240,7 @@ def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *,
                                 is_new=state is None))
         writer.flush()
     finally:
+        parser.close()
         pages_bar.close()
         chunks_bar.close()
 
@@ -213,8 +251,9 @@ def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *,
             store.delete_pages(gone)
         report.pages_removed = len(gone)
     report.seconds = time.perf_counter() - started
-    store.finish_source(source.id, {k: v for k, v in report.to_dict().items() if k != "failures"}
-                        | {"failures": report.failures[:100]})
+    if writer.source_id is not None:
+        store.finish_source(writer.source_id, {k: v for k, v in report.to_dict().items() if k != "failures"}
+                            | {"failures": report.failures[:100]})
     return report
 
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     crawl_max_pages: int = Field(5000, ge=1, validation_alias=_env("DEEPMEM_CRAWL_MAX_PAGES"))
     crawl_robots: bool = Field(True, validation_alias=_env("DEEPMEM_CRAWL_ROBOTS"))  # obey robots.txt
     max_page_bytes: int = Field(5_000_000, ge=1024, validation_alias=_env("DEEPMEM_MAX_PAGE_BYTES"))
+    archive_max_bytes: int = Field(500_000_000, ge=1024, validation_alias=_env("DEEPMEM_ARCHIVE_MAX_BYTES"),
+                                   description="what an archive may expand to, all members together")
+    archive_max_members: int = Field(50_000, ge=1, validation_alias=_env("DEEPMEM_ARCHIVE_MAX_MEMBERS"))
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))

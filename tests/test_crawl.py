@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -159,3 +160,70 @@ def test_cli_refuses_bad_urls():
 
     result = CliRunner().invoke(cli, ["ingest", "ftp://example.com/docs/"])
     assert result.exit_code == 1 and "only http:// and https://" in result.output
+    for url in ("https://example.com/my docs/", "https://example.com/docs/\n<!channel>"):  # stored, then sent to Slack
+        result = CliRunner().invoke(cli, ["ingest", url])
+        assert result.exit_code == 1 and "spaces or control characters" in result.output
+
+
+# -- one bad page or link does not spoil the crawl ------------------------------------------------
+
+@pytest.fixture
+def odd_site(tmp_path, small_docs):
+    """Real pages, plus a page nested 100,000 deep, a page with an unparsable link, and odd links."""
+    root = tmp_path / "odd-site"
+    root.mkdir()
+    for name in ("autoinc.html", "lang_vacuum.html", "wal.html"):
+        shutil.copy(small_docs / name, root / name)
+    (root / "deep.html").write_text("<html><body>" + "<div>" * 100_000 + '<a href="only-from-deep.html">x</a>'
+                                    + "</div>" * 100_000 + "</body></html>")
+    shutil.copy(small_docs / "wal.html", root / "only-from-deep.html")
+    bad_link = ((small_docs / "autoinc.html").read_text()
+                + '<p><a href="http://[oops/x.html">broken</a> <a href="lang_vacuum.html">vacuum</a></p>')
+    (root / "badlink.html").write_text(bad_link)
+    odd = ['with space.html', 'bad&#1;name.html', 'tab&#9;in.html', "long-" + "x" * 5000 + ".html"]
+    links = "".join(f'<a href="{h}">{i}</a> ' for i, h in enumerate(["deep.html", "badlink.html"] + odd))
+    (root / "index.html").write_text(f"<html><body><h1>Index</h1><p>{links}</p></body></html>")
+    server = Site(root).start()
+    yield server
+    server.stop()
+
+
+def test_a_bad_link_does_not_fail_the_page_that_holds_it(odd_site):
+    """urljoin raised on "http://[oops" and the whole page was reported as a bad response."""
+    from shared.sources.base import Failure
+
+    results = list(Crawler(odd_site.url, timeout=5.0, retries=1))
+    fetched = {r.url for r in results if not isinstance(r, Failure)}
+    assert f"{odd_site.url}badlink.html" in fetched
+    assert f"{odd_site.url}lang_vacuum.html" in fetched  # its good link was followed
+
+
+def test_a_deeply_nested_page_does_not_stall_the_crawl(odd_site):
+    """Reading links parsed a 100,000-deep page on the crawl's event loop (minutes, quadratic)."""
+    from shared.sources.base import Failure
+
+    started = time.perf_counter()
+    results = list(Crawler(odd_site.url, timeout=5.0, retries=1))
+    assert time.perf_counter() - started < 15
+    fetched = {r.url for r in results if not isinstance(r, Failure)}
+    assert f"{odd_site.url}deep.html" in fetched  # fetched (the parser will refuse it, and say so)
+    assert f"{odd_site.url}only-from-deep.html" not in fetched  # its links were not read
+
+
+def test_links_are_percent_encoded_and_long_ones_skipped(odd_site):
+    from shared.sources.base import Failure
+
+    crawler = Crawler(odd_site.url, timeout=5.0, retries=1)
+    results = list(crawler)
+    failed = {r.url for r in results if isinstance(r, Failure)}
+    assert {f"{odd_site.url}with%20space.html", f"{odd_site.url}bad%01name.html"} <= failed  # 404, reported
+    for result in results:
+        assert all(32 < ord(c) < 127 for c in result.url), result.url
+    assert not [path for path in odd_site.requests if len(path) > 2048]  # never requested
+    assert crawler.stats.queued == len(odd_site.requests) - 1  # every URL remembered was fetched (robots.txt aside)
+
+
+def test_urls_beyond_the_page_limit_are_not_remembered(site):
+    crawler = Crawler(site.url, max_pages=5, timeout=2.0)
+    list(crawler)
+    assert crawler.stats.hit_page_limit and crawler.stats.queued == 5

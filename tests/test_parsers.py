@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.documents import RawPage
@@ -127,7 +129,93 @@ def test_declared_charset_is_honoured():
     assert page.title == "Café" and page.blocks[0].text == "crème"
 
 
-def test_deeply_nested_broken_html_does_not_crash():
-    html = "<html><body>" + "<div><span>" * 5000 + "deep text" + "<p>unclosed <b>bold <i>both" * 50
+def test_nested_broken_html_does_not_crash():
+    html = "<html><body>" + "<div><span>" * 400 + "deep text" + "<p>unclosed <b>bold <i>both" * 50
     page = parse_html(html)
     assert any("deep text" in b.text for b in page.blocks)
+
+
+# -- work per page is bounded (the tree builder's time grows with depth x tags) -------------------
+
+def _timed(fn, *args):
+    started = time.perf_counter()
+    try:
+        return fn(*args), time.perf_counter() - started
+    except ParseError as exc:
+        return exc, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("unit", ["<div>", "<span>", "<ul><li>", "<table><tr><td>", "<div/>", "<svg><g>"])
+def test_a_page_nested_too_deeply_is_refused_before_it_is_parsed(unit):
+    """100,000 nested divs took 14.5 s (lexbor alone: quadratic); a 5 MB page about 25 minutes."""
+    html = "<html><body>" + unit * 100_000 + "deep" + "</div>" * 100_000
+    result, seconds = _timed(parse_html, html)
+    assert isinstance(result, ParseError) and "nested more than 1,000 elements deep" in str(result)
+    assert seconds < 1.0
+
+
+def test_depth_is_estimated_like_the_tree_builder_builds_it():
+    from shared.parsers.nesting import nesting_depth
+
+    closed = "<div><p>text<span>x</span><br><img src=a></div>" * 50_000  # wide, not deep
+    assert nesting_depth("<html><body>" + closed, 1000) <= 3
+    unclosed_spans = "<div><span>unclosed</div>" * 50_000  # </div> closes the span too
+    assert nesting_depth(unclosed_spans, 1000) <= 2
+    in_script = "<script>" + "<div>" * 50_000 + "</script><p>after</p>"  # script text is not markup
+    assert nesting_depth(in_script, 1000) <= 1
+    in_comment = "<!--" + "<div>" * 50_000 + "-->"
+    assert nesting_depth(in_comment, 1000) == 0
+    svg = "<svg>" + '<path d="M0 0"/>' * 50_000 + "</svg>"  # self-closing in foreign content
+    assert nesting_depth(svg, 1000) == 1
+
+
+def test_a_heading_with_many_nested_parts_is_read_in_linear_time():
+    """Each text node of a heading used to walk up to the heading: 8,000 nested spans, 3 minutes."""
+    html = "<h1>" + "<span>" * 900 + "<b>x</b>" * 100_000 + "</h1><p>body text</p>"
+    page, seconds = _timed(parse_html, html)
+    assert not isinstance(page, ParseError) and seconds < 10
+    assert page.blocks[0].headings[0] == "x" * 200  # cut at MAX_HEADING_CHARS
+
+
+def test_anchors_waiting_for_a_heading_are_bounded():
+    """40,000 anchors before a heading took a minute, and every block carried all of them."""
+    html = "".join(f'<a name="a{i}"></a>' for i in range(40_000)) + '<h2 id="t">T</h2><p>text</p>'
+    page, seconds = _timed(parse_html, html)
+    assert seconds < 10
+    block = _block(page, "text")
+    assert len(block.anchors) == 17 and block.anchors[-1] == "t" and block.anchors[-2] == "a39999"  # 16 + its own
+
+
+def test_a_paragraph_with_many_links_is_read_in_linear_time():
+    """10,000 links in one paragraph took two minutes: each link's sentence was searched from the start."""
+    html = "<p>" + "".join(f'<a href="p{i}.html">link number {i}</a> and words ' for i in range(30_000)) + "</p>"
+    page, seconds = _timed(parse_html, html)
+    assert seconds < 15
+    assert len(page.links) == 20_000  # at most MAX_LINKS per page
+    assert page.links[12_345].text == "link number 12345" and "link number 12345" in page.links[12_345].context
+
+
+def test_a_slow_page_is_stopped_at_the_time_limit_and_the_parser_goes_on():
+    """markdown-it reads 200,000 "[" in about 12 s (linear, but a 5 MB page would take 5 minutes)."""
+    from shared.parsers.worker import ParserProcess
+
+    slow = RawPage(url="slow.md", content=b"[" * 200_000, content_type="markdown", path="slow.md")
+    fine = RawPage(url="fine.md", content=b"# Fine\n\nA page.\n", content_type="markdown", path="fine.md")
+    with ParserProcess(time_limit=1.0) as parser:
+        started = time.perf_counter()
+        with pytest.raises(ParseError, match="parsing took longer than 1 s"):
+            parser.parse(slow)
+        assert time.perf_counter() - started < 5
+        assert parser.parse(fine).title == "Fine"  # a fresh child took over
+        assert parser.parse(RawPage(url="x.html", content=b"<p>ok</p>", content_type="html")).blocks[0].text == "ok"
+
+
+def test_the_parser_process_gives_what_parsing_in_process_gives(small_docs):
+    from shared.parsers.worker import ParserProcess
+
+    with ParserProcess() as parser:
+        for name in ("lang_createtable.html", "c3ref/busy_timeout.html"):
+            raw = RawPage(url=name, content=(small_docs / name).read_bytes(), content_type="html", path=name)
+            assert parser.parse(raw) == parse(raw)
+        with pytest.raises(ParseError, match="empty file"):
+            parser.parse(RawPage(url="e.html", content=b"", content_type="html"))

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 import click
 
-from ..errors import DeepmemError
+from ..errors import DeepmemError, StoreError
 from ..home import Home
 from ..settings import Settings, load_settings
 
@@ -153,17 +153,29 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
     targets = [(target, base_url)] if target else [(s.uri, s.base_url) for s in store.sources()]
     if not targets:
         raise click.UsageError("nothing to ingest: give a URL, a folder or an archive (or --demo)")
-    reports = []
+    results, failed = [], []  # one bad source is reported and skipped: the others are ingested
     for uri, base in targets:
-        report = run_ingest(store, app.embedder, app.settings, uri, base_url=base, progress=not quiet and not as_json)
-        reports.append(report)
+        try:
+            report = run_ingest(store, app.embedder, app.settings, uri, base_url=base,
+                                progress=not quiet and not as_json)
+        except StoreError:
+            raise
+        except DeepmemError as exc:
+            hint = "" if target else f" (`deepmem sources remove {uri}` forgets it)"
+            failed.append(f"{uri}: {exc}{hint}")
+            results.append({"source": uri, "error": str(exc)})
+            if not as_json and len(targets) > 1:
+                click.echo(f"{uri}: not ingested: {exc}{hint}")
+            continue
+        results.append(report.to_dict())
+        if report.pages_stored == 0 and report.failures:
+            failed.append(f"{report.source}: nothing could be read")
         if not as_json:
             _print_report(report)
     if as_json:
-        echo_json([r.to_dict() for r in reports])
-    if any(r.pages_seen == 0 and r.failures for r in reports):
-        raise click.ClickException("nothing could be ingested from " +
-                                   ", ".join(r.source for r in reports if r.pages_seen == 0 and r.failures))
+        echo_json(results)
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(targets)} sources not ingested: " + "; ".join(failed))
 
 
 def _print_report(r) -> None:
@@ -291,3 +303,4 @@ def main() -> None:
 
 from . import deep_memory as _deep_memory  # noqa: E402,F401  (registers train, evaluate, adapters)
 from . import feedback as _feedback  # noqa: E402,F401  (registers feedback export, import, forget)
+from . import sources as _sources  # noqa: E402,F401  (registers sources list, remove)

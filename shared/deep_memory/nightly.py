@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..embedders import Embedder, make_embedder
-from ..errors import DeepmemError
+from ..errors import DeepmemError, StoreError
 from ..feedback.store import FeedbackStore, now
 from ..feedback_memory import MemoryParams, Names, tune
 from ..home import Home
@@ -247,10 +247,16 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         if config.reingest:
             from ..ingest import ingest
 
-            for source in store.sources():
-                report = ingest(store, embedder, settings, source.uri, base_url=source.base_url, progress=False)
+            for source in store.sources():  # one source that cannot be read must not stop the others
+                try:
+                    report = ingest(store, embedder, settings, source.uri, base_url=source.base_url, progress=False)
+                except StoreError:
+                    raise
+                except DeepmemError as exc:
+                    log(f"not re-ingested {source.uri}: {exc}")
+                    continue
                 log(f"re-ingested {source.uri}: {report.pages_new} new, {report.pages_changed} changed, "
-                    f"{report.pages_removed} removed")
+                    f"{report.pages_removed} removed, {report.pages_failed} failed")
         store.check_embedder(embedder.name, embedder.dim)
         row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
 

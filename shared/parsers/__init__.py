@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..documents import ParsedPage, RawPage
+from .errors import ParseError
 from .html import parse_html
 from .markup import parse_markdown, parse_rst, parse_text
 
@@ -14,10 +15,6 @@ SUPPORTED_SUFFIXES = {
     ".rst": "rst", ".rest": "rst",
     ".txt": "text", ".text": "text",
 }
-
-
-class ParseError(ValueError):
-    """The page cannot be turned into text (binary, undecodable, empty); the message says why."""
 
 
 def kind_for_path(name: str) -> str | None:

@@ -7,6 +7,11 @@ heading; an anchor followed by content opens an anchored region inside the curre
 (the SQLite docs, Sphinx option lists and many API references are written this way).
 Navigation, menus, tables of contents, scripts and hidden elements are dropped from the
 text, but their links are still reported so a crawler can follow them.
+
+Work per page is bounded: a page nested deeper than MAX_NESTING is refused before the tree is
+built (the tree builder's time grows with depth times tags), and every pass below is linear in
+the size of the page (at most MAX_PENDING_ANCHORS anchors wait for a heading, MAX_LINKS links
+are kept, a link's sentence is looked for near the link).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import re
 from selectolax.lexbor import LexborHTMLParser
 
 from ..documents import Block, Link, ParsedPage
+from .errors import ParseError
+from .nesting import nesting_depth
 
-__all__ = ["parse_html"]
+__all__ = ["parse_html", "MAX_NESTING"]
 
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 DROP_TAGS = {"script", "style", "noscript", "template", "nav", "header", "footer", "form", "svg", "iframe",
@@ -36,6 +43,11 @@ ANCHOR_TAGS = BLOCK_TAGS | {"a"}
 SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
 MAX_HEADING_CHARS = 200
 SECTION_NUMBER = re.compile(r"^(?:\d+\.)*\d+\.?\s+(?=\S)")  # "3.2. The DEFAULT clause" -> "The DEFAULT clause"
+MAX_NESTING = 1000  # elements open at once; real pages nest a few dozen deep
+MAX_PENDING_ANCHORS = 16  # anchors waiting for a heading or for content (the nearest are kept)
+MAX_LINKS = 20_000  # links kept per page (the SQLite docs' largest page has 14,213)
+SENTENCE_WORK = 100_000_000  # per page: characters scanned to find links' sentences exactly, then near them
+SENTENCE_WINDOW = 150  # ... then a sentence's start is looked for this far before a link
 
 
 def _hidden(attrs: dict) -> bool:
@@ -70,19 +82,17 @@ def _clean(text: str) -> str:
 
 
 def _heading_text(node) -> str:
-    parts = []
-    for child in node.traverse(include_text=True):
+    """The heading's text without its chrome (permalinks, hidden parts): one pass over its subtree."""
+    parts, size = [], 0
+    stack = list(node.iter(include_text=True))[::-1]
+    while stack and size <= 20 * MAX_HEADING_CHARS:
+        child = stack.pop()
         if child.tag == "-text":
-            parent = child.parent
-            skip = False
-            while parent is not None and parent is not node:
-                attrs = parent.attributes or {}
-                if _is_chrome(parent.tag, attrs):
-                    skip = True
-                    break
-                parent = parent.parent
-            if not skip:
-                parts.append(child.text_content or "")
+            text = child.text_content or ""
+            parts.append(text)
+            size += len(text)
+        elif not _is_chrome(child.tag, child.attributes or {}):
+            stack.extend(list(child.iter(include_text=True))[::-1])
     text = SPACE.sub(" ", " ".join("".join(parts).split())).strip(" ¶#§")
     return SECTION_NUMBER.sub("", text)[:MAX_HEADING_CHARS]
 
@@ -104,6 +114,7 @@ class _Walker:
         self.list_item = False
         self.open_links: list[tuple[str, str]] = []  # (href, text) of links in the block being read
         self.links: list[Link] = []
+        self.sentence_work = SENTENCE_WORK  # budget for finding links' sentences exactly
 
     # -- positions -------------------------------------------------------------------
     def anchor(self, name: str) -> None:
@@ -112,7 +123,7 @@ class _Walker:
             return
         self.flush()
         if name not in self.pending:
-            self.pending.append(name)
+            self.pending = self.pending[1 - MAX_PENDING_ANCHORS:] + [name]
 
     def heading(self, level: int, title: str, own_anchor: str | None) -> None:
         self.flush()
@@ -160,27 +171,43 @@ class _Walker:
             headings += (self.region_title,)
         anchors = tuple(a for _, _, anchors in self.sections for a in anchors) + self.region
         self.blocks.append(Block(text=text, headings=headings, anchors=anchors, kind=block_kind))
-        for href, label in self.open_links:
-            self.links.append(Link(href=href, text=label, context=_sentence_around(text, label)))
+        if self.open_links:
+            room = MAX_LINKS - len(self.links)
+            labels = [label for _, label in self.open_links[:room]]
+            work = len(text) * len(labels)
+            self.sentence_work -= work
+            contexts = _sentences_around(text, labels, exact=self.sentence_work >= 0)
+            for (href, label), context in zip(self.open_links, contexts):
+                self.links.append(Link(href=href, text=label, context=context))
         self.open_links = []
         if self.region:
             self.region_blocks += 1
 
 
-def _sentence_around(text: str, label: str) -> str:
-    """The sentence of ``text`` that holds ``label`` (at most 300 characters)."""
+def _sentences_around(text: str, labels: list[str], exact: bool = True) -> list[str]:
+    """For each label, the sentence of ``text`` that holds it (at most 300 characters): where the
+    label first occurs; or, not ``exact`` (for pages so full of links that this would be
+    quadratic), where it occurs after the label before it, its sentence's start looked for near it."""
     flat = " ".join(text.split())
-    at = flat.find(label) if label else -1
-    if at < 0:
-        return flat[:300]
-    start = max(flat.rfind(". ", 0, at), flat.rfind("? ", 0, at), flat.rfind("! ", 0, at))
-    start = 0 if start < 0 else start + 2
-    ends = [i for i in (flat.find(". ", at + len(label)), flat.find("? ", at + len(label))) if i >= 0]
-    end = min(ends) + 1 if ends else len(flat)
-    return flat[start:end][:300]
+    out, cursor = [], 0
+    for label in labels:
+        at = (flat.find(label) if exact else flat.find(label, cursor)) if label else -1
+        if at < 0:
+            out.append(flat[:300])
+            continue
+        cursor = at + len(label)
+        low = 0 if exact else max(0, at - SENTENCE_WINDOW)
+        start = max(flat.rfind(". ", low, at), flat.rfind("? ", low, at), flat.rfind("! ", low, at))
+        start = low if start < 0 else start + 2
+        stop = start + 302  # the sentence is cut at 300 characters: no need to look further
+        ends = [i for i in (flat.find(". ", cursor, stop), flat.find("? ", cursor, stop)) if i >= 0]
+        end = min(ends) + 1 if ends else len(flat)
+        out.append(flat[start:end][:300])
+    return out
 
 
 def parse_html(html: str, fallback_title: str = "") -> ParsedPage:
+    check_nesting(html)
     tree = LexborHTMLParser(html)
     title_node = tree.css_first("title")
     title = _clean(title_node.text()) if title_node else ""
@@ -231,7 +258,7 @@ def parse_html(html: str, fallback_title: str = "") -> ParsedPage:
                 walker.anchor(extra)
             walker.heading(HEADINGS[tag], _heading_text(node), attrs.get("id"))
             continue
-        if tag == "a" and attrs.get("href"):
+        if tag == "a" and attrs.get("href") and len(walker.links) + len(walker.open_links) < MAX_LINKS:
             href = attrs["href"].strip()
             if href and not href.startswith(("javascript:", "mailto:", "tel:", "data:")):
                 label = " ".join(node.text().split())[:200]
@@ -273,3 +300,11 @@ def parse_html(html: str, fallback_title: str = "") -> ParsedPage:
         first = next((t for _, t, _ in walker.sections if t), "")
         title = first or fallback_title
     return ParsedPage(title=title, blocks=walker.blocks, links=walker.links)
+
+
+def check_nesting(html: str) -> None:
+    """Refuse a page nested deeper than MAX_NESTING before a tree builder spends minutes on it."""
+    depth = nesting_depth(html, MAX_NESTING)
+    if depth > MAX_NESTING:
+        raise ParseError(f"HTML nested more than {MAX_NESTING:,} elements deep: not parsed "
+                         f"(building a tree that deep takes minutes)")

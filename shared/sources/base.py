@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..documents import RawPage
 
-__all__ = ["Failure", "RawPage", "SourceResult"]
+__all__ = ["Failure", "RawPage", "SourceResult", "one_line"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -20,3 +23,9 @@ class Failure:
 
 
 SourceResult = RawPage | Failure
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line: control characters and runs of spaces become one space, cut at ``limit``."""
+    flat = " ".join(_CONTROL.sub(" ", str(text)).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -10,6 +10,12 @@ exponential backoff (tenacity) and then reported; the crawl goes on. robots.txt 
 Crawl-delay makes requests go one at a time that far apart (capped at 30 s);
 DEEPMEM_CRAWL_ROBOTS=false ignores it.
 
+Links are read with the same bound as parsing (a page nested too deeply is not parsed for
+links: a tree that deep takes minutes, and this runs on the crawl's event loop); a link that
+does not parse as a URL is dropped, not the page holding it; links are percent-encoded
+(no spaces or control characters reach a request, a report or a stored URL) and over
+MAX_URL_CHARS skipped; only URLs that will be fetched are remembered (at most max_pages).
+
 The crawl runs on its own event loop in a background thread and hands pages over through a
 bounded queue, so parsing and embedding overlap with fetching.
 """
@@ -26,10 +32,12 @@ from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
+import yarl
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..errors import SourceError
-from ..parsers import kind_for_content_type, kind_for_path
+from ..parsers import ParseError, kind_for_content_type, kind_for_path
+from ..parsers.html import check_nesting
 from .base import Failure, RawPage, SourceResult
 
 __all__ = ["Crawler", "normalize_url", "in_scope"]
@@ -42,6 +50,8 @@ TRACKING = re.compile(r"^(utm_.*|highlight|ref|fbclid|gclid|_ga)$", re.I)
 USER_AGENT = "deepmem-crawler/0.1 (+https://github.com/deepmem)"
 ROBOTS_AGENT = "deepmem-crawler"  # the product token robots.txt groups are matched against
 MAX_CRAWL_DELAY = 30.0  # seconds: a larger Crawl-delay is honoured at this
+NOT_PAGES = ("#", "javascript:", "mailto:", "tel:", "data:")  # links that are not pages to crawl
+MAX_URL_CHARS = 2048  # longer links are skipped (browsers and servers draw the line about here)
 
 
 def normalize_url(url: str) -> str:
@@ -75,6 +85,17 @@ def in_scope(url: str, scope: tuple[str, str, str]) -> bool:
             and (path.startswith(prefix) or path + "/" == prefix))
 
 
+def _absolute(base: str, href: str) -> str | None:
+    """``href`` resolved against ``base``, without its fragment, percent-encoded as a request
+    sends it; None when it is not a URL ("http://[oops", a port out of range)."""
+    try:
+        url = yarl.URL(urljoin(base, href).split("#", 1)[0])
+        url.port  # noqa: B018  (raises on a port out of range)
+        return str(url)
+    except (ValueError, TypeError, UnicodeError):
+        return None
+
+
 class _Transient(Exception):
     """A failure worth retrying (timeout, connection error, 5xx, 429)."""
 
@@ -88,6 +109,7 @@ class CrawlStats:
     fetched: int = 0
     skipped: int = 0
     failed: int = 0
+    queued: int = 0  # URLs remembered to fetch (bounded by max_pages)
     transient_failures: int = 0
     hit_page_limit: bool = False
 
@@ -195,15 +217,17 @@ class Crawler:
                             key = normalize_url(link)
                             if key in seen:
                                 continue
-                            seen.add(key)
-                            if scheduled >= self.max_pages:
+                            if scheduled >= self.max_pages:  # not remembered: memory stays bounded
                                 self.stats.hit_page_limit = True
                                 continue
+                            seen.add(key)
                             scheduled += 1
+                            self.stats.queued = scheduled
                             todo.put_nowait(link)
                     finally:
                         todo.task_done()
 
+            self.stats.queued = 1
             workers = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
             joiner = asyncio.create_task(todo.join())
             while not joiner.done():
@@ -247,18 +271,23 @@ class Crawler:
     def _links(self, base: str, html: str) -> list[str]:
         from selectolax.lexbor import LexborHTMLParser
 
+        try:
+            check_nesting(html)
+        except ParseError:
+            return []  # the parser refuses the page too, and says so
         tree = LexborHTMLParser(html)
         base_tag = tree.css_first("base[href]")
         if base_tag is not None:
-            base = urljoin(base, base_tag.attributes.get("href") or "")
+            base = _absolute(base, base_tag.attributes.get("href") or "") or base
         out = []
         for a in tree.css("a[href]"):
             href = (a.attributes.get("href") or "").strip()
-            if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
+            if not href or len(href) > MAX_URL_CHARS or href.startswith(NOT_PAGES):
                 continue
-            absolute = urljoin(base, href).split("#", 1)[0]
-            path = urlsplit(absolute).path
-            if SKIP_EXTENSIONS.search(path):
+            absolute = _absolute(base, href)
+            if absolute is None or len(absolute) > MAX_URL_CHARS:
+                continue
+            if SKIP_EXTENSIONS.search(urlsplit(absolute).path):
                 continue
             if in_scope(absolute, self.scope):
                 out.append(absolute)

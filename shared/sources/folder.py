@@ -1,39 +1,24 @@
-"""Local documentation: a folder, or an archive of one (.tar, .tar.gz, .tar.xz, .zip).
+"""Local documentation: a folder.
 
-A page's URL is its path relative to the folder (POSIX), or ``base_url`` + that path.
-Hidden files and folders are skipped; symbolic links are not followed out of the folder.
+A page's URL is its path relative to the folder, percent-encoded, or ``base_url`` + that path.
+Hidden files and folders are skipped; symbolic links are not followed out of the folder. A
+sub-folder that cannot be listed is reported, and the source is then not ``complete``: the
+pages stored from it are kept, not deleted as gone.
 """
 
 from __future__ import annotations
 
 import os
-import tarfile
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator
 
 from ..errors import SourceError
 from ..parsers import kind_for_path
-from .base import Failure, RawPage, SourceResult
+from .archive import ARCHIVE_SUFFIXES
+from .base import Failure, RawPage, SourceResult, one_line
+from .names import is_hidden, page_url
 
-__all__ = ["FolderSource", "is_archive", "page_url"]
-
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
-
-
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def page_url(relative: str, base_url: str | None) -> str:
-    relative = relative.lstrip("/")
-    if not base_url:
-        return relative
-    return base_url.rstrip("/") + "/" + relative
-
-
-def _hidden(relative: str) -> bool:
-    return any(part.startswith(".") for part in PurePosixPath(relative).parts)
+__all__ = ["FolderSource"]
 
 
 class FolderSource:
@@ -41,41 +26,21 @@ class FolderSource:
         self.path = Path(path).expanduser()
         self.base_url = base_url
         self.max_bytes = max_bytes
-        self.complete = True  # a folder listing is always complete
-        if not self.path.exists():
-            raise SourceError(f"{self.path} does not exist")
-        if not (self.path.is_dir() or is_archive(self.path)):
-            raise SourceError(f"{self.path} is neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)})")
+        self.complete = True  # until a sub-folder cannot be listed
+        if not self.path.is_dir():
+            raise SourceError(f"{self.path} is neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)})"
+                              if self.path.exists() else f"{self.path} does not exist")
         self.skipped_unsupported = 0
 
     def __iter__(self) -> Iterator[SourceResult]:
-        if self.path.is_dir():
-            yield from self._walk_folder()
-        elif self.path.name.lower().endswith(".zip"):
-            yield from self._walk_zip()
-        else:
-            yield from self._walk_tar()
-
-    def _page(self, relative: str, read) -> SourceResult | None:
-        kind = kind_for_path(relative)
-        if kind is None:
-            self.skipped_unsupported += 1
-            return None
-        url = page_url(relative, self.base_url)
-        try:
-            size, data = read()
-        except OSError as exc:
-            return Failure(url, f"cannot read: {exc.strerror or exc}", keep=True)
-        if size > self.max_bytes:
-            return Failure(url, f"too large: {size:,} bytes (limit {self.max_bytes:,}; DEEPMEM_MAX_PAGE_BYTES)")
-        return RawPage(url=url, content=data, content_type=kind, path=relative)
-
-    def _walk_folder(self) -> Iterator[SourceResult]:
         root = self.path.resolve()
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        unlisted: list[OSError] = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unlisted.append):
+            while unlisted:
+                yield self._unlisted(root, unlisted.pop())
+            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
             for name in sorted(filenames):
-                if name.startswith("."):
+                if is_hidden(name):
                     continue
                 full = Path(dirpath) / name
                 relative = full.relative_to(root).as_posix()
@@ -87,57 +52,38 @@ class FolderSource:
                         continue
                 if not full.is_file():
                     continue
-
-                def read(full=full):
-                    size = full.stat().st_size
-                    if size > self.max_bytes:
-                        return size, b""
-                    return size, full.read_bytes()
-
-                result = self._page(relative, read)
+                result = self._page(relative, full)
                 if result is not None:
                     yield result
+        while unlisted:
+            yield self._unlisted(root, unlisted.pop())
 
-    def _walk_tar(self) -> Iterator[SourceResult]:
+    def _unlisted(self, root: Path, exc: OSError) -> Failure:
+        self.complete = False
+        where = Path(exc.filename or root)
         try:
-            tar = tarfile.open(self.path)
-        except (tarfile.TarError, OSError) as exc:
-            raise SourceError(f"cannot open the archive {self.path}: {exc}") from None
-        with tar:
-            members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-            for member in members:
-                relative = PurePosixPath(member.name.lstrip("./")).as_posix()
-                if _hidden(relative) or ".." in PurePosixPath(relative).parts:
-                    continue
+            relative = where.relative_to(root).as_posix()
+        except ValueError:
+            relative = where.name
+        return Failure(page_url(relative or ".", self.base_url) + "/",
+                       f"cannot list this folder ({one_line(exc.strerror or exc)}): its pages were not read, "
+                       f"and the stored ones are kept", keep=True)
 
-                def read(member=member):
-                    if member.size > self.max_bytes:
-                        return member.size, b""
-                    fh = tar.extractfile(member)
-                    return member.size, fh.read() if fh else b""
-
-                result = self._page(relative, read)
-                if result is not None:
-                    yield result
-
-    def _walk_zip(self) -> Iterator[SourceResult]:
+    def _page(self, relative: str, full: Path) -> SourceResult | None:
+        kind = kind_for_path(relative)
+        if kind is None:
+            self.skipped_unsupported += 1
+            return None
+        url = page_url(relative, self.base_url)
+        too_large = "too large: {:,} bytes (limit {:,}; DEEPMEM_MAX_PAGE_BYTES)"
         try:
-            archive = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise SourceError(f"cannot open the archive {self.path}: {exc}") from None
-        with archive:
-            for info in sorted(archive.infolist(), key=lambda i: i.filename):
-                if info.is_dir():
-                    continue
-                relative = PurePosixPath(info.filename).as_posix()
-                if _hidden(relative) or ".." in PurePosixPath(relative).parts:
-                    continue
-
-                def read(info=info):
-                    if info.file_size > self.max_bytes:
-                        return info.file_size, b""
-                    return info.file_size, archive.read(info)
-
-                result = self._page(relative, read)
-                if result is not None:
-                    yield result
+            size = full.stat().st_size
+            if size > self.max_bytes:
+                return Failure(url, too_large.format(size, self.max_bytes))
+            with full.open("rb") as fh:
+                data = fh.read(self.max_bytes + 1)
+        except OSError as exc:
+            return Failure(url, f"cannot read: {one_line(exc.strerror or exc)}", keep=True)
+        if len(data) > self.max_bytes:
+            return Failure(url, too_large.format(len(data), self.max_bytes))
+        return RawPage(url=url, content=data, content_type=kind, path=relative)

@@ -167,11 +167,16 @@ class Store:
     # -- sources and pages --------------------------------------------------------------
     def upsert_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None) -> Source:
         with self.transaction():
-            self.conn.execute(
-                "INSERT INTO sources(uri, kind, base_url, options) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(uri) DO UPDATE SET kind=excluded.kind, base_url=excluded.base_url, options=excluded.options",
-                (uri, kind, base_url, json.dumps(options or {}, sort_keys=True)))
+            self.add_source(uri, kind, base_url, options)
         return self.source(uri)
+
+    def add_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None) -> int:
+        """Register (or update) a source and return its id. Call inside ``transaction()``."""
+        self.conn.execute(
+            "INSERT INTO sources(uri, kind, base_url, options) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(uri) DO UPDATE SET kind=excluded.kind, base_url=excluded.base_url, options=excluded.options",
+            (uri, kind, base_url, json.dumps(options or {}, sort_keys=True)))
+        return self.conn.execute("SELECT id FROM sources WHERE uri=?", (uri,)).fetchone()[0]
 
     def source(self, uri: str) -> Source | None:
         row = self.conn.execute("SELECT id, uri, kind, base_url, options, last_ingest_at FROM sources WHERE uri=?",
@@ -187,15 +192,37 @@ class Store:
             self.conn.execute("UPDATE sources SET last_ingest_at=strftime('%Y-%m-%dT%H:%M:%SZ','now'), last_report=? "
                               "WHERE id=?", (json.dumps(report), source_id))
 
-    def remove_source(self, uri: str) -> int:
-        source = self.source(uri)
-        if source is None:
-            raise StoreError(f"no source {uri!r} in the store")
-        pages = [r[0] for r in self.conn.execute("SELECT id FROM pages WHERE source_id=?", (source.id,))]
-        self.delete_pages(pages)
+    def source_summaries(self) -> list[dict]:
+        """Every source with its page and chunk counts and the outcome of its last ingest."""
+        rows = self.conn.execute(
+            "SELECT s.id, s.uri, s.kind, s.base_url, s.created_at, s.last_ingest_at, s.last_report, "
+            "(SELECT count(*) FROM pages p WHERE p.source_id = s.id), "
+            "(SELECT count(*) FROM chunks c JOIN pages p ON p.id = c.page_id WHERE p.source_id = s.id) "
+            "FROM sources s ORDER BY s.id").fetchall()
+        out = []
+        for sid, uri, kind, base_url, created, last, report, pages, chunks in rows:
+            last_report = json.loads(report) if report else {}
+            out.append({"id": sid, "uri": uri, "kind": kind, "base_url": base_url, "pages": pages, "chunks": chunks,
+                        "created_at": created, "last_ingest_at": last,
+                        "last_failures": last_report.get("pages_failed", 0),
+                        "last_complete": last_report.get("complete", True)})
+        return out
+
+    def remove_source(self, uri: str) -> dict:
+        """Remove a source with its pages, chunks, vectors, full text and links, in one transaction."""
         with self.transaction():
-            self.conn.execute("DELETE FROM sources WHERE id=?", (source.id,))
-        return len(pages)
+            row = self.conn.execute("SELECT id FROM sources WHERE uri=?", (uri,)).fetchone()
+            if row is None:
+                raise StoreError(f"no source {uri!r} in the store")
+            pages = self.conn.execute("SELECT count(*) FROM pages WHERE source_id=?", row).fetchone()[0]
+            chunks = self.conn.execute("SELECT count(*) FROM chunks WHERE page_id IN "
+                                       "(SELECT id FROM pages WHERE source_id=?)", row).fetchone()[0]
+            self.conn.execute("DELETE FROM chunks WHERE page_id IN (SELECT id FROM pages WHERE source_id=?)", row)
+            self.conn.execute("DELETE FROM links WHERE page_id IN (SELECT id FROM pages WHERE source_id=?)", row)
+            self.conn.execute("DELETE FROM pages WHERE source_id=?", row)
+            self.conn.execute("DELETE FROM sources WHERE id=?", row)
+            self._bump_version()
+        return {"uri": uri, "pages": pages, "chunks": chunks}
 
     def page_states(self, source_id: int) -> dict[str, PageState]:
         rows = self.conn.execute("SELECT url, id, source_id, content_hash FROM pages WHERE source_id=?", (source_id,))
@@ -248,8 +275,9 @@ class Store:
             part = stale[i:i + 500]
             self.conn.execute(f"DELETE FROM chunks WHERE rowid IN ({','.join('?' * len(part))})", part)
         for chunk, embed_hash, vector in zip(chunks, embed_hashes, vectors, strict=True):
-            if chunk.id in existing:
-                self.conn.execute("UPDATE chunks SET ord=? WHERE rowid=?", (chunk.ord, existing[chunk.id]))
+            if chunk.id in existing:  # same text in the same place: keep the row and its vector
+                self.conn.execute("UPDATE chunks SET ord=?, url=? WHERE rowid=?", (chunk.ord, chunk.url,
+                                                                                   existing[chunk.id]))
                 continue
             rowid = self.conn.execute(
                 "INSERT INTO chunks(id, page_id, ord, url, title, headings, anchors, text, n_tokens, embed_hash) "
