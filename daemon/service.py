@@ -37,7 +37,10 @@ async def start(runtime):
     last = runs[0]["last"] if runs else None
     if missed_run(trigger, last, datetime.now(local)):
         log.info("the last scheduled retraining was missed: running it now")
-        scheduler.add_job(lambda: asyncio.to_thread(run, "catch-up"), id="catch-up", max_instances=1)
+        async def catch_up() -> None:  # a coroutine function: APScheduler runs a plain lambda in a thread
+            await asyncio.to_thread(run, "catch-up")  # and would drop the coroutine it returns, never awaited
+
+        scheduler.add_job(catch_up, id="catch-up", max_instances=1)
     job = scheduler.get_job("nightly-retrain")
     log.info("next retraining: %s", job.next_run_time if job else "?")
 
