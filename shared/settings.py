@@ -113,7 +113,7 @@ class Settings(BaseSettings):
             return value if value.endswith("/") else value + "/"
         if parts.scheme == "http" and is_loopback(parts.hostname or ""):
             return value if value.endswith("/") else value + "/"
-        raise ValueError(f"SLACK_API_URL must be an https:// URL (or http:// to 127.0.0.1), not {value!r}")
+        raise ValueError("SLACK_API_URL must be an https:// URL (or http:// to 127.0.0.1)")  # no value: it may hold a password
 
     @field_validator("chat_trusted_proxies", "chat_hosts")
     @classmethod

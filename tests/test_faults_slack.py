@@ -59,6 +59,15 @@ def test_an_empty_or_blank_secret_is_a_one_line_error_naming_it(name, value, mon
     assert name in str(err.value) and "empty" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_the_bot_token_only_travels_over_tls():
+    for url in ("http://slack.example/api/", "ftp://slack.example/", "https:///api/", "http://user:pw@10.0.0.1/api/"):
+        with pytest.raises(ConfigError) as err:
+            load_settings(slack_api_url=url)
+        assert "SLACK_API_URL must be an https:// URL" in str(err.value) and "pw" not in str(err.value)
+    assert load_settings(slack_api_url="https://slack-gov.com/api").slack_api_url == "https://slack-gov.com/api/"
+    assert load_settings(slack_api_url="http://127.0.0.1:8080/api/").slack_api_url == "http://127.0.0.1:8080/api/"
+
+
 def test_serve_with_an_empty_signing_secret_refuses_to_start(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "DEEPMEM_"))}
     env |= {"DEEPMEM_HOME": str(tmp_path), "SLACK_BOT_TOKEN": "xoxb-real-looking", "SLACK_SIGNING_SECRET": "",
