@@ -46,6 +46,7 @@ RECENT_ANSWERS = 10_000
 MAX_QUESTION = 2000  # characters of a question that are answered (the local chat refuses longer ones)
 MAX_ID = 128  # a question id, chunk id or user id in a button's value
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: not text, cannot be stored
 for noisy in ("slack_sdk", "slack_bolt", "sentence_transformers"):  # DEBUG logs with request bodies, model chatter
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -71,7 +72,7 @@ class SeenKeys:
 
 def _question_text(text: str) -> str:
     """The words of a message without mentions, as valid UTF-8 (a lone surrogate becomes U+FFFD), bounded."""
-    text = (text if isinstance(text, str) else "").encode("utf-8", "replace").decode("utf-8")
+    text = SURROGATE.sub("\ufffd", text if isinstance(text, str) else "")
     return " ".join(MENTION.sub(" ", text).split())[:MAX_QUESTION]
 
 
