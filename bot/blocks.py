@@ -1,5 +1,8 @@
 """Block Kit for an answer (the text, the sources as link buttons, 👍 / 👎 buttons) and for the
-sections offered after a 👎."""
+sections offered after a 👎.
+
+The texts here are raw (document and model text as they are): ``bot.outgoing`` escapes every text
+object and fits it to Slack's limits when the message is sent."""
 
 from __future__ import annotations
 
@@ -7,21 +10,14 @@ import json
 
 from shared.answer import Answer
 
-__all__ = ["answer_blocks", "other_sources_blocks", "escape", "parse_value"]
+__all__ = ["answer_blocks", "other_sources_blocks", "parse_value"]
 
-MAX_TEXT = 2900  # a section block holds 3000 characters
 MAX_OFFERED = 15  # an actions block holds 25 elements; an answer retrieves 13 sections in all
-
-
-def escape(text: str) -> str:
-    """Slack mrkdwn control characters: document or model text can never ping or link by itself."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _label(source) -> str:
     where = source.title + (f" › {source.heading_path}" if source.heading_path else "")
-    label = f"[{source.n}] {where}"
-    return label if len(label) <= 75 else label[:74] + "…"
+    return " ".join(f"[{source.n}] {where}".split())
 
 
 def parse_value(value: str) -> dict:
@@ -45,10 +41,7 @@ def _source_buttons(question_id: str, sources) -> list[dict]:
 
 
 def answer_blocks(question_id: str, answer: Answer) -> list[dict]:
-    text = escape(answer.text)
-    if len(text) > MAX_TEXT:
-        text = text[:MAX_TEXT] + "…"
-    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": answer.text}}]
     buttons = _source_buttons(question_id, answer.shown_sources)
     if buttons:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "*Sources*"}]})

@@ -8,6 +8,7 @@ import logging
 import click
 
 from shared.cli import App, pass_app
+from shared.settings import is_loopback
 
 
 @click.command()
@@ -31,11 +32,23 @@ def serve(app: App, host: str | None, port: int | None) -> None:
     for noisy in ("sentence_transformers", "httpx", "slack_sdk", "slack_bolt"):  # chatter, or request bodies
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    def ready(runtime, bound_port):
-        shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-        click.echo(f"deepmem: local chat on http://{shown}:{bound_port}/", err=True)
+    def ready(runtime, bound):
+        urls = [f"http://{f'[{host}]' if ':' in host else host}:{port}/" for host, port in bound]
+        if runtime.chat:
+            for url in urls:
+                click.echo(f"deepmem: local chat on {url}", err=True)
+            if not is_loopback(settings.host):
+                how = " or ".join((["the shared token DEEPMEM_CHAT_TOKEN"] if settings.chat_token else []) +
+                                   ([f"the user header {settings.chat_user_header} from "
+                                     f"{settings.chat_trusted_proxies or 'no proxy'}"]
+                                    if settings.chat_user_header else []))
+                click.echo(f"deepmem: the chat listens beyond this machine; it answers requests with {how}", err=True)
+        else:
+            click.echo("deepmem: local chat off (Slack over HTTP: set DEEPMEM_CHAT_TOKEN or "
+                       "DEEPMEM_CHAT_USER_HEADER to serve it too)", err=True)
         if runtime.slack_app is not None:
-            mode = "Socket Mode" if settings.slack_app_token else f"HTTP at http://{shown}:{bound_port}/slack/events"
+            mode = "Socket Mode" if settings.slack_app_token else \
+                "HTTP at " + ", ".join(f"{url}slack/events" for url in urls)
             click.echo(f"deepmem: serving Slack over {mode}", err=True)
         if runtime.services:
             click.echo(f"deepmem: services: {', '.join(runtime.services)}", err=True)

@@ -1,9 +1,14 @@
 """`deepmem serve`: one aiohttp server for the local chat and Slack, plus background services.
 
-- the local chat is always served (127.0.0.1 by default);
+- the local chat (127.0.0.1 by default). Listening beyond loopback needs an access control
+  (DEEPMEM_CHAT_TOKEN or DEEPMEM_CHAT_USER_HEADER): without one, serve refuses to start. In Slack
+  HTTP mode the server is meant to be reached from outside (by Slack, often through a proxy), so the
+  chat is mounted there only with an access control;
 - with SLACK_BOT_TOKEN (and SLACK_SIGNING_SECRET for HTTP), Slack is served: over Socket Mode
   when SLACK_APP_TOKEN is set, else over HTTP at /slack/events (events, interactivity and slash
-  commands all post there);
+  commands all post there; a request whose timestamp is not a number is refused with 401);
+- shutdown waits (up to SHUTDOWN_WAIT seconds) for the Slack listeners in flight, then drains
+  the spool one last time;
 - the feedback spool is drained every second;
 - services registered under the ``deepmem.services`` entry point (the nightly trainer) start
   in the same process; the bot knows them only by that interface.
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -28,17 +34,20 @@ from shared.feedback_memory import FeedbackMemory, MemoryLoader
 from shared.home import Home
 from shared.qa import QAService
 from shared.retrieval import open_searcher
-from shared.settings import Settings
+from shared.settings import Settings, is_loopback
 from shared.store import Store
 from shared.vector_index import MemoryIndex
 
+from .inflight import InFlight
 from .web import add_chat_routes
 
-__all__ = ["Runtime", "build_runtime", "build_web_app", "serve"]
+__all__ = ["Runtime", "build_runtime", "build_web_app", "serve", "chat_mounted"]
 
 log = logging.getLogger("deepmem.serve")
 REJECTED_APP_TOKEN = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
                       "not_allowed_token_type", "missing_scope"}
+SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # seconds since the epoch, as Slack sends it
+SHUTDOWN_WAIT = 30.0  # seconds shutdown waits for answers and votes in flight
 
 
 @dataclass
@@ -55,6 +64,8 @@ class Runtime:
     memory: MemoryLoader | None = None
     slack_app: object | None = None
     services: list = field(default_factory=list)
+    in_flight: InFlight = field(default_factory=InFlight)
+    chat: bool = False  # whether the local chat is mounted
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -74,20 +85,41 @@ def build_runtime(settings: Settings) -> Runtime:
                    memory=loader)
 
 
+def chat_mounted(settings: Settings) -> bool:
+    """Whether the local chat is served; raises ConfigError when it would be exposed without access control."""
+    if settings.chat_access_control:
+        return True
+    if settings.slack_bot_token is not None and settings.slack_app_token is None:
+        return False  # Slack over HTTP: reachable from outside, so no chat without an access control
+    if not is_loopback(settings.host):
+        raise ConfigError(f"refusing to serve the local chat on {settings.host} without access control: set "
+                          "DEEPMEM_CHAT_TOKEN (a shared token) or DEEPMEM_CHAT_USER_HEADER (a header your "
+                          "reverse proxy sets), or listen on 127.0.0.1")
+    return True
+
+
 def build_web_app(runtime: Runtime) -> web.Application:
     settings = runtime.settings
     app = web.Application(client_max_size=1024 * 1024)
-    add_chat_routes(app, runtime.qa, bind_host=settings.host)
+    runtime.chat = chat_mounted(settings)
+    if runtime.chat:
+        add_chat_routes(app, runtime.qa, settings)
+    else:
+        async def health(request: web.Request):
+            return web.json_response({"ok": True})
+
+        app.router.add_get("/healthz", health)
     if settings.slack_bot_token is not None:
         from .slack_app import build_slack_app
 
-        if settings.slack_app_token is None and settings.slack_signing_secret is None:
-            raise ConfigError("Slack over HTTP needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)")
-        runtime.slack_app = build_slack_app(settings, runtime.qa)
+        runtime.slack_app = build_slack_app(settings, runtime.qa, runtime.in_flight)
         if settings.slack_app_token is None:
             from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 
             async def slack_events(request: web.Request):
+                # Bolt would fail with a 500 on a timestamp that is not a number: refuse it like a bad signature
+                if not SLACK_TIMESTAMP.fullmatch(request.headers.get("X-Slack-Request-Timestamp", "")):
+                    return web.Response(status=401, text="invalid request")
                 response = await runtime.slack_app.async_dispatch(await to_bolt_request(request))
                 return await to_aiohttp_response(response)
 
@@ -165,25 +197,36 @@ def build_web_app(runtime: Runtime) -> web.Application:
                 with contextlib.suppress(Exception):
                     await stop()
 
-    app.cleanup_ctx.extend([drain_spool, socket_mode, services])
+    async def in_flight(app):
+        yield
+        await runtime.in_flight.wait(SHUTDOWN_WAIT)  # before the last drain: their records go with it
+
+    # cleaned up in reverse: services stop, Socket Mode closes, listeners in flight finish, the spool drains
+    app.cleanup_ctx.extend([drain_spool, in_flight, socket_mode, services])
     return app
 
 
 async def serve(settings: Settings, *, on_ready=None) -> None:
+    chat_mounted(settings)  # refuse an exposed chat, or Slack over HTTP without a secret, before loading anything
+    if settings.slack_bot_token is not None:
+        from .slack_app import signing_secret
+
+        signing_secret(settings)
     runtime = build_runtime(settings)
     app = build_web_app(runtime)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else settings.port
+    bound = [s.getsockname()[:2] for s in (site._server.sockets if site._server else [])] or \
+        [(settings.host, settings.port)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     if on_ready is not None:
-        on_ready(runtime, port)
+        on_ready(runtime, bound)
     try:
         await stop.wait()
     finally:

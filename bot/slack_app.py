@@ -9,7 +9,12 @@
 - A retried or duplicated delivery is answered once: events are remembered by their id.
 - The bot ignores itself (Bolt) and every other bot (a middleware here).
 - Requests are verified by signature (Bolt: HMAC-SHA256, constant-time compare, 5-minute
-  window); a replayed request, same signature twice, is refused here.
+  window), always: the app is never built without verification. Over HTTP that needs
+  SLACK_SIGNING_SECRET; in Socket Mode (no HTTP requests from Slack) the app gets a random secret
+  nobody knows, so a request that reaches it over HTTP anyway can never verify. A replayed
+  request, same signature twice, is refused here.
+- Every string sent to Slack goes through ``bot.outgoing``, which escapes it.
+- Shutdown waits for the listeners in flight (``bot.inflight``): no answer or vote is dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -25,16 +31,22 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from shared.errors import ConfigError
 from shared.qa import QAService, reaction_value
 from shared.settings import Settings
 
+from . import outgoing
 from .blocks import answer_blocks, other_sources_blocks, parse_value
+from .inflight import InFlight
 
-__all__ = ["build_slack_app", "SeenKeys"]
+__all__ = ["build_slack_app", "SeenKeys", "signing_secret", "MAX_QUESTION"]
 
 log = logging.getLogger("deepmem.bot")
 RECENT_ANSWERS = 10_000
+MAX_QUESTION = 2000  # characters of a question that are answered (the local chat refuses longer ones)
+MAX_ID = 128  # a question id, chunk id or user id in a button's value
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: not text, cannot be stored
 for noisy in ("slack_sdk", "slack_bolt", "sentence_transformers"):  # DEBUG logs with request bodies, model chatter
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -59,15 +71,36 @@ class SeenKeys:
 
 
 def _question_text(text: str) -> str:
-    return " ".join(MENTION.sub(" ", text or "").split())
+    """The words of a message without mentions, as valid UTF-8 (a lone surrogate becomes U+FFFD), bounded."""
+    text = SURROGATE.sub("\ufffd", text if isinstance(text, str) else "")
+    return " ".join(MENTION.sub(" ", text).split())[:MAX_QUESTION]
 
 
-def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
+def _an_id(value) -> str | None:
+    """A question or chunk id from a button's value: a short string, or nothing."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID and value.isprintable() else None
+
+
+def _a_rank(value) -> int | None:
+    """The rank a source was shown at: a positive integer (a forged value is dropped, not stored)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 10_000 else None
+
+
+def signing_secret(settings: Settings) -> str:
+    """The secret requests are verified with. There is no way to build the app without one."""
+    if settings.slack_signing_secret is not None:
+        return settings.slack_signing_secret.get_secret_value()  # never empty: settings refuse that
+    if settings.slack_app_token is not None:
+        return secrets.token_hex(32)  # Socket Mode: nothing can sign an HTTP request with this
+    raise ConfigError("Slack over HTTP needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)")
+
+
+def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | None = None) -> AsyncApp:
     token = settings.slack_bot_token.get_secret_value()
-    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
-    app = AsyncApp(signing_secret=secret, client=client,
-                   request_verification_enabled=secret is not None, logger=log)
+    app = AsyncApp(signing_secret=signing_secret(settings), client=client, request_verification_enabled=True,
+                   logger=log)
+    track = (in_flight if in_flight is not None else InFlight()).track
     deliveries = SeenKeys()
     signatures = SeenKeys(ttl=10 * 60)
     messages: dict[str, str] = {}  # answer message ts -> question id (recent answers)
@@ -109,8 +142,8 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
     async def answer(client, *, channel: str, thread_ts: str, text: str, user: str, team: str | None,
                      key: str, history=()):
         if not text:
-            await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                          text="Ask me a question about the documentation.")
+            await outgoing.post_message(client, channel=channel, thread_ts=thread_ts,
+                                        text="Ask me a question about the documentation.")
             return
         try:
             asked = await asyncio.to_thread(qa.ask, text, source="slack", user_id=user, team_id=team,
@@ -118,12 +151,11 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
                                             history=list(history))
         except Exception:
             log.exception("answering failed")
-            await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                          text="Sorry, something went wrong while answering. Please try again.")
+            await outgoing.post_message(client, channel=channel, thread_ts=thread_ts,
+                                        text="Sorry, something went wrong while answering. Please try again.")
             return
-        response = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=asked.answer.text[:3000],
-                                                  blocks=answer_blocks(asked.question_id, asked.answer),
-                                                  unfurl_links=False, unfurl_media=False)
+        response = await outgoing.post_message(client, channel=channel, thread_ts=thread_ts, text=asked.answer.text,
+                                               blocks=answer_blocks(asked.question_id, asked.answer))
         ts = response.get("ts")
         question_threads[asked.question_id] = thread_ts
         threads[thread_ts] = True
@@ -136,6 +168,7 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
 
     # -- listeners -----------------------------------------------------------------------
     @app.event("app_mention")
+    @track
     async def on_mention(body, event, client, context):
         if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
@@ -147,6 +180,7 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
                      history=history)
 
     @app.event("message")
+    @track
     async def on_message(body, event, client, context):
         if event.get("subtype") or not event.get("user"):
             return  # edits, joins, deletions, bots
@@ -170,19 +204,21 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
         text = (command.get("text") or "").strip()
         await ack(text="Looking that up…" if text else "Usage: /ask how do I …?")
 
+    @track
     async def run_ask(command, client, respond):
         text = _question_text(command.get("text") or "")
         if not text or not deliveries.first_time(f"cmd:{command.get('trigger_id')}"):
             return
         channel, user = command["channel_id"], command["user_id"]
         try:
-            posted = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked: {text[:2000]}")
+            posted = await outgoing.post_message(client, channel=channel,
+                                                 text=outgoing.markup(outgoing.mention(user), " asked: ", text))
         except Exception as exc:  # the bot is not in the channel: answer only to the asker
             log.info("cannot post in %s (%s): answering privately", channel, exc.__class__.__name__)
             asked = await asyncio.to_thread(qa.ask, text, source="slack", user_id=user, channel_id=channel,
                                             team_id=command.get("team_id"))
-            await respond(text=asked.answer.text[:3000], blocks=answer_blocks(asked.question_id, asked.answer),
-                          response_type="ephemeral")
+            await outgoing.respond(respond, text=asked.answer.text,
+                                   blocks=answer_blocks(asked.question_id, asked.answer))
             return
         await answer(client, channel=channel, thread_ts=posted["ts"], text=text, user=user,
                      team=command.get("team_id"), key=f"cmd:{command.get('trigger_id')}")
@@ -203,8 +239,8 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
             sources = await asyncio.to_thread(qa.other_sources, question)
             blocks = other_sources_blocks(question, sources)
             if blocks:
-                await client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, blocks=blocks,
-                                                text="Is the answer in one of these sections?")
+                await outgoing.post_ephemeral(client, channel=channel, user=user, thread_ts=thread_ts, blocks=blocks,
+                                              text="Is the answer in one of these sections?")
         except Exception as exc:  # the vote is recorded; the offer is a courtesy
             log.info("could not offer other sources: %s", exc.__class__.__name__)
 
@@ -212,33 +248,38 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
         await ack()
         action = body["actions"][0]
         user = body["user"]["id"]
+        question = _an_id(action.get("value"))
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
-        if not deliveries.first_time(key):
+        if question is None or not deliveries.first_time(key):
             return
-        await asyncio.to_thread(qa.vote, action["value"], user, value, via="button", event_id=key)
+        await asyncio.to_thread(qa.vote, question, user, value, via="button", event_id=key)
         if value < 0:
             message = body.get("message") or {}
             channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-            await offer_other_sources(client, action["value"], user, channel,
+            await offer_other_sources(client, question, user, channel,
                                       message.get("thread_ts") or message.get("ts"))
 
     @app.action("vote_up")
+    @track
     async def on_up(ack, body, client):
         await vote(ack, body, client, +1)
 
     @app.action("vote_down")
+    @track
     async def on_down(ack, body, client):
         await vote(ack, body, client, -1)
 
     @app.action(re.compile(r"^source_\d+$"))
+    @track
     async def on_source(ack, body):
         await ack()
         action = body["actions"][0]
         user = body["user"]["id"]
         data = parse_value(action.get("value"))
+        question, chunk = _an_id(data.get("q")), _an_id(data.get("c"))
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
-        if data.get("q") and data.get("c") and deliveries.first_time(key):
-            await asyncio.to_thread(qa.source_click, data["q"], user, data["c"], data.get("r"), event_id=key)
+        if question and chunk and deliveries.first_time(key):
+            await asyncio.to_thread(qa.source_click, question, user, chunk, _a_rank(data.get("r")), event_id=key)
 
     async def question_of(ts: str) -> str | None:
         if ts in messages:
@@ -263,10 +304,12 @@ def build_slack_app(settings: Settings, qa: QAService) -> AsyncApp:
                 await offer_other_sources(client, question, event["user"], item.get("channel"), None)
 
     @app.event("reaction_added")
+    @track
     async def on_reaction_added(body, event, client):
         await reaction(body, event, client, True)
 
     @app.event("reaction_removed")
+    @track
     async def on_reaction_removed(body, event, client):
         await reaction(body, event, client, False)
 

@@ -2,9 +2,9 @@
 
 Both modes retrieve the same way (deep memory on), number the sources, and report which
 sources the answer cites: those are what a 👍 or 👎 labels. Document text and the user's
-words are untrusted: in the prompt they sit inside delimiters, the system prompt tells the
-model to treat them as data, and the prompt is cut to the model's context window by counting
-tokens with tiktoken. When the docs do not contain the answer, the answer says so.
+words are untrusted: in the prompt they sit inside delimiters they cannot forge (a fence tag inside
+them is neutralised, ``shared.fences``), the system prompt tells the model to treat them as data,
+and the prompt is cut to the model's context window by counting tokens with tiktoken. When the docs do not contain the answer, the answer says so.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from .fences import fence, one_line
 from .search import Hit, Searcher
 from .search_text import terms
 from .settings import Settings
@@ -195,7 +196,7 @@ class Answerer:
         enc = encoding_for_model(model)
         count = lambda s: len(enc.encode(s, disallowed_special=()))  # noqa: E731
         budget = CONTEXT_WINDOWS.get(model, DEFAULT_WINDOW) - ANSWER_TOKENS - count(SYSTEM_PROMPT) - 50
-        question_block = f"<question>\n{question[:4000]}\n</question>"
+        question_block = fence("question", question[:4000])
         budget -= count(question_block) + 40
         turns: list[dict] = []
         for role, text in reversed(history[-6:]):  # the most recent turns first, as far as they fit
@@ -206,14 +207,15 @@ class Answerer:
             budget -= n
         blocks = []
         for i, hit in enumerate(hits, start=1):
-            c, where = hit.chunk, hit.chunk.breadcrumb
-            block = f"[{i}] {where} ({c.url})\n<source>\n{c.text}\n</source>"
+            c = hit.chunk
+            header = f"[{i}] {one_line(c.breadcrumb)} ({one_line(c.url)})"
+            block = f"{header}\n{fence('source', c.text)}"
             n = count(block)
             if n > budget:
-                ids = enc.encode(c.text, disallowed_special=())[: max(0, budget - count(where) - 40)]
+                ids = enc.encode(c.text, disallowed_special=())[: max(0, budget - count(header) - 40)]
                 if len(ids) < 30:
                     break
-                block = f"[{i}] {where} ({c.url})\n<source>\n{enc.decode(ids)}\n</source>"
+                block = f"{header}\n{fence('source', enc.decode(ids))}"
                 n = count(block)
             blocks.append(block)
             budget -= n

@@ -8,9 +8,11 @@ below (``embedder = "openai"``). Secrets are SecretStr, so they never show in a 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict,
@@ -18,7 +20,9 @@ from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSourc
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "default_home"]
+__all__ = ["Settings", "load_settings", "default_home", "is_loopback"]
+
+SECRET_FIELDS = ("openai_api_key", "slack_bot_token", "slack_signing_secret", "slack_app_token", "chat_token")
 
 
 def default_home() -> Path:
@@ -78,6 +82,15 @@ class Settings(BaseSettings):
     # serving and the nightly job
     host: str = Field("127.0.0.1", validation_alias=_env("DEEPMEM_HOST"))
     port: int = Field(8765, ge=0, le=65535, validation_alias=_env("DEEPMEM_PORT"))
+    # the local chat beyond loopback: a shared token and/or a user header set by a trusted reverse proxy
+    chat_token: SecretStr | None = Field(None, validation_alias=_env("DEEPMEM_CHAT_TOKEN"))
+    chat_user_header: str = Field("", validation_alias=_env("DEEPMEM_CHAT_USER_HEADER"))
+    chat_trusted_proxies: str = Field("127.0.0.1,::1", validation_alias=_env("DEEPMEM_CHAT_TRUSTED_PROXIES"),
+                                      description="comma-separated addresses or networks of reverse proxies")
+    chat_hosts: str = Field("", validation_alias=_env("DEEPMEM_CHAT_HOSTS"),
+                            description="comma-separated host names the chat is reached by (beyond loopback)")
+    chat_rate: int = Field(60, ge=1, le=100_000, validation_alias=_env("DEEPMEM_CHAT_RATE"),
+                           description="chat requests per minute per client")
     retrain_cron: str = Field("0 3 * * *", validation_alias=_env("DEEPMEM_RETRAIN_CRON"),
                               description="crontab expression in local time, or 'off'")
 
@@ -88,9 +101,58 @@ class Settings(BaseSettings):
             return [c.strip() for c in value.split(",") if c.strip()]
         return value
 
+    @field_validator(*SECRET_FIELDS, mode="before")
+    @classmethod
+    def _no_empty_secret(cls, value, info):
+        """An empty secret (``SLACK_SIGNING_SECRET=${UNSET}``) must never pass for "not set": it is an error."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None:
+            return None
+        name = env_name(info.field_name)
+        if not isinstance(raw, str):
+            raise ValueError(f"{name} must be a string")
+        raw = raw.strip()  # a secret read from a file often ends with a newline
+        if not raw:
+            raise ValueError(f"{name} is set but empty: give it a value or unset it")
+        if any(ch.isspace() or not ch.isprintable() for ch in raw):
+            raise ValueError(f"{name} contains whitespace or control characters")
+        return raw
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_over_tls(cls, value: str) -> str:
+        """The bot token travels with every call: only https, or http to this machine (tests, a local proxy)."""
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value if value.endswith("/") else value + "/"
+        if parts.scheme == "http" and is_loopback(parts.hostname or ""):
+            return value if value.endswith("/") else value + "/"
+        raise ValueError("SLACK_API_URL must be an https:// URL (or http:// to 127.0.0.1)")  # no value: it may hold a password
+
+    @field_validator("chat_trusted_proxies", "chat_hosts")
+    @classmethod
+    def _comma_list(cls, value: str, info) -> str:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if info.field_name == "chat_trusted_proxies":
+            for item in items:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"DEEPMEM_CHAT_TRUSTED_PROXIES: {item!r} is not an address or network") from None
+        return ",".join(items)
+
     @property
     def llm_configured(self) -> bool:
         return self.openai_api_key is not None or bool(self.openai_base_url)
+
+    @property
+    def trusted_proxies(self) -> list:
+        return [ipaddress.ip_network(v, strict=False) for v in self.chat_trusted_proxies.split(",") if v]
+
+    @property
+    def chat_access_control(self) -> bool:
+        """Whether the chat checks who is asking (needed to serve it beyond loopback)."""
+        return self.chat_token is not None or bool(self.chat_user_header)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -100,6 +162,23 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a field (SLACK_SIGNING_SECRET for slack_signing_secret)."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias.choices[0] if isinstance(alias, AliasChoices) else field
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can connect."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _config_path() -> Path | None:
@@ -115,14 +194,16 @@ def _config_path() -> Path | None:
 
 
 def load_settings(**overrides) -> Settings:
-    """Settings from the environment and the config file; errors become one readable ConfigError."""
+    """Settings from the environment and the config file; errors become one readable, one-line ConfigError."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
+        problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"{where}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+            message = err["msg"].removeprefix("Value error, ")
+            # a validator's message names the variable itself; pydantic's own ones get the field's name
+            problems.append(message if err["type"] == "value_error" else f"{where}: {message}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     except ValueError as exc:  # e.g. a malformed TOML file
         raise ConfigError(f"cannot read the configuration file: {exc}") from None

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 def server(store_copy, tmp_path):
     """`deepmem serve` in its own process, as a user runs it, with no keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_"))}
-    env |= {"DEEPMEM_HOME": str(store_copy.path.parent), "DEEPMEM_PORT": "0", "HF_HUB_OFFLINE": "1"}
+    env |= {"DEEPMEM_HOME": str(store_copy.path.parent), "DEEPMEM_PORT": "0", "HF_HUB_OFFLINE": "1",
+            "DEEPMEM_RETRAIN_CRON": "off"}  # no catch-up retraining competing with the browser for the CPU
     proc = subprocess.Popen([sys.executable, "-c", "from shared.cli import main; main()", "serve"], env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     url = None

@@ -6,6 +6,11 @@
   per (question, chunk): positive sums are relevant, negative sums not relevant;
 - each user counts for at most ``per_user_cap`` questions (their latest): one person cannot
   steer the model;
+- people the chat cannot name are one user per client: all the visitors (cookies) of one client
+  (``web:anon:CLIENT:VISITOR``) or of the operator on loopback (``local:OSUSER:VISITOR``) are one
+  voter, whose labels count once (the mean over its visitors) and towards one cap. A chunk's labels
+  from unauthenticated clients count only when ``anonymous_quorum`` different clients gave them: one
+  client cannot move a chunk by itself, however many cookies it makes up;
 - questions are split by a hash of their words: ``test_share`` of them are a held-out feedback
   test set that is never trained on (a question asked twice is on one side only).
 """
@@ -16,7 +21,9 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-__all__ = ["LabeledQuestion", "labeled_questions", "split_feedback", "FeedbackPolicy"]
+__all__ = ["LabeledQuestion", "labeled_questions", "split_feedback", "FeedbackPolicy", "voter"]
+
+ANONYMOUS = "web:anon:"  # the local chat's unauthenticated identities: web:anon:CLIENT:VISITOR
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,16 @@ class FeedbackPolicy:
     max_click_weight: float = 5.0
     per_user_cap: int = 50
     test_share: float = 0.3
+    anonymous_quorum: int = 2  # distinct unauthenticated clients needed before their label on a chunk counts
+
+
+def voter(user_id: str) -> str:
+    """Whom a label counts as: the visitors of one unauthenticated client are one voter."""
+    if user_id.startswith(ANONYMOUS):
+        return ":".join(user_id.split(":")[:3])
+    if user_id.startswith("local:"):
+        return ":".join(user_id.split(":")[:2])
+    return user_id
 
 
 @dataclass
@@ -40,9 +57,9 @@ class LabeledQuestion:
 def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: FeedbackPolicy = FeedbackPolicy()
                       ) -> list[LabeledQuestion]:
     """Aggregate label rows (from the ``labels`` view) into questions with weighted relevance."""
-    by_user: dict[str, list[tuple[object, str]]] = defaultdict(list)
+    by_user: dict[str, list[tuple[object, str]]] = defaultdict(list)  # per voter
     for row in labels:
-        by_user[row.get("user_id") or "?"].append((row.get("occurred_at"), row["question_id"]))
+        by_user[voter(row.get("user_id") or "?")].append((row.get("occurred_at"), row["question_id"]))
     allowed: set[tuple[str, str]] = set()
     for user, items in by_user.items():
         latest: list[str] = []
@@ -55,14 +72,15 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
     for row in labels:
         if row["kind"] == "vote":
             cited[(row["question_id"], row.get("user_id") or "?")] += 1
-    sums: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    # signed weights per (question, voter, chunk), and the identities (visitors) each voter used
+    by_voter: dict[tuple[str, str], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    identities: dict[tuple[str, str], set[str]] = defaultdict(set)
     texts: dict[str, str] = {}
     sources: dict[str, str | None] = {}
-    users: dict[str, set[str]] = defaultdict(set)
     for row in labels:
         user = row.get("user_id") or "?"
         qid = row["question_id"]
-        if (user, qid) not in allowed or row.get("chunk_id") not in row_of:
+        if (voter(user), qid) not in allowed or row.get("chunk_id") not in row_of:
             continue
         weight = 1.0
         if row["kind"] == "vote":
@@ -70,10 +88,25 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
         elif row["kind"] == "click":
             rank = max(1, int(row.get("rank") or 1))
             weight = min(policy.max_click_weight, float(rank) ** policy.click_eta)
-        sums[qid][row_of[row["chunk_id"]]] += weight * (1 if row["label"] > 0 else -1)
+        by_voter[(qid, voter(user))][row_of[row["chunk_id"]]] += weight * (1 if row["label"] > 0 else -1)
+        identities[(qid, voter(user))].add(user)
         texts[qid] = row["question"]
         sources[qid] = row.get("source")
-        users[qid].add(user)
+    sums: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    anonymous: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    users: dict[str, set[str]] = defaultdict(set)
+    for (qid, who), chunks in by_voter.items():
+        share = 1.0 / len(identities[(qid, who)])  # a voter counts once, however many visitors it used
+        users[qid].add(who)
+        for rowid, total in chunks.items():
+            if who.startswith(ANONYMOUS):
+                anonymous[qid][rowid].append(total * share)
+            else:
+                sums[qid][rowid] += total * share
+    for qid, chunks in anonymous.items():
+        for rowid, totals in chunks.items():
+            if sum(1 for t in totals if t) >= policy.anonymous_quorum:
+                sums[qid][rowid] += sum(totals)
     out = []
     for qid, chunks in sums.items():
         q = LabeledQuestion(qid, texts[qid], users=users[qid], source=sources[qid])

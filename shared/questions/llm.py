@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..fences import fence, one_line
 from ..settings import Settings
 from ..store import Store
 from ..tokens import encoding_for_model
@@ -55,9 +56,10 @@ class LLMStats:
 
 
 def _messages(title: str, headings: list[str], text: str) -> list[dict]:
-    where = " > ".join([title, *[h for h in headings if h != title]]).strip(" >")
+    where = one_line(" > ".join([title, *[h for h in headings if h != title]]).strip(" >"))
+    # the passage cannot close its fence: a "</passage>" inside it is neutralised (shared.fences)
     return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": f"Section: {where}\n<passage>\n{text}\n</passage>\nThe question:"}]
+            {"role": "user", "content": f"Section: {where}\n{fence('passage', text)}\nThe question:"}]
 
 
 def _clean(reply: str | None, chunk_text: str) -> tuple[str | None, str]:

@@ -5,17 +5,23 @@ auth.test, chat.postMessage (returns a fresh ts), chat.postEphemeral, chat.updat
 conversations.replies (returns the thread as the test seeded it), and for Socket Mode
 apps.connections.open (an app-level token gets a WebSocket URL on this server) and the WebSocket
 itself: a hello on connect, then the envelopes a test sends, whose acknowledgements it records.
+Faults: ``refuse_channels`` (chat.postMessage there fails with not_in_channel, as when the bot is
+not in the channel) and ``delay`` (seconds before answering chat.postMessage: a slow Slack).
+
+``Harness`` posts signed requests to a running deepmem server; ``serving`` runs one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
 import uuid
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
+import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
@@ -34,6 +40,8 @@ class SlackAPI:
         self.app_token = "xapp-1-test"  # the app-level token apps.connections.open accepts
         self.sockets: list[web.WebSocketResponse] = []
         self.acks: list[dict] = []  # what the app sent back over Socket Mode
+        self.refuse_channels: set[str] = set()
+        self.delay = 0.0
 
     @property
     def base_url(self) -> str:
@@ -58,6 +66,12 @@ class SlackAPI:
         if method == "auth.test":
             return web.json_response({"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "deepmem",
                                       "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID})
+        if method == "chat.postMessage" and args.get("channel") in self.refuse_channels:
+            return web.json_response({"ok": False, "error": "not_in_channel"})
+        if method == "chat.postMessage" and self.delay:
+            await asyncio.sleep(self.delay)
+        if method == "response":  # a slash command's response_url
+            return web.Response(text="ok")
         if method in ("chat.postMessage", "chat.update"):
             ts = f"{int(time.time())}.{next(self._ts):06d}"
             self.calls[-1]["ts"] = ts
@@ -131,3 +145,80 @@ def event_body(event: dict, event_id: str) -> str:
     return json.dumps({"token": "legacy", "team_id": TEAM, "api_app_id": "A0001", "type": "event_callback",
                        "event_id": event_id, "event_time": int(time.time()), "event": event,
                        "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]})
+
+
+class Harness:
+    """Signed Events API, interactivity and slash-command requests to a deepmem server."""
+
+    def __init__(self, runtime, api: SlackAPI, url: str, session, secret: str):
+        self.runtime, self.api, self.url, self.session, self.secret = runtime, api, url, session, secret
+        self.n = 0
+
+    async def post(self, body: str, *, content_type="application/json", headers=None, sign=True, timestamp=None,
+                   retry: int | None = None):
+        h = signed_headers(self.secret, body, timestamp=timestamp, content_type=content_type) if sign else \
+            {"Content-Type": content_type}
+        if retry is not None:
+            h |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+        h |= headers or {}
+        started = time.perf_counter()
+        async with self.session.post(f"{self.url}/slack/events", data=body.encode(), headers=h) as r:
+            return r.status, await r.text(), time.perf_counter() - started
+
+    async def event(self, event: dict, event_id: str | None = None, **kw):
+        self.n += 1
+        return await self.post(event_body(event, event_id or f"Ev{self.n:04d}"), **kw)
+
+    async def action(self, action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None,
+                     **kw):
+        return await self.post(**action_request(action_id, value, user=user, action_ts=action_ts, message=message),
+                               **kw)
+
+    async def command(self, text: str, *, user="U_CAROL", channel="C2", trigger_id="trig-1", **kw):
+        body = urlencode({"command": "/ask", "text": text, "user_id": user, "channel_id": channel, "team_id": TEAM,
+                          "trigger_id": trigger_id, "response_url": f"{self.api.base_url}response"})
+        return await self.post(body, content_type="application/x-www-form-urlencoded", **kw)
+
+    async def wait_posts(self, count: int, method="chat.postMessage", timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.api.posts(method)) >= count:
+                return self.api.posts(method)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"expected {count} {method} calls, got {len(self.api.posts(method))}")
+
+    def feedback(self):
+        return self.runtime.feedback
+
+
+def action_request(action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None) -> dict:
+    """The body and content type of a block action (a button pressed in Slack)."""
+    payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": user}, "api_app_id": "A0001",
+               "trigger_id": f"tr{time.time_ns()}", "container": {"type": "message"}, "message": message or {},
+               "channel": {"id": "C1"}, "actions": [{"action_id": action_id, "block_id": "b", "value": value,
+                                                    "type": "button",
+                                                    "action_ts": action_ts or f"{time.time():.6f}"}]}
+    return {"body": urlencode({"payload": json.dumps(payload)}), "content_type": "application/x-www-form-urlencoded"}
+
+
+@contextlib.asynccontextmanager
+async def serving(settings, secret: str, api: SlackAPI | None = None):
+    """deepmem's server (``build_web_app``) on 127.0.0.1 with a loopback Slack; yields a Harness.
+    Leaving it shuts the server down as ``deepmem serve`` does (listeners in flight, last drain)."""
+    from bot.server import build_runtime, build_web_app
+
+    own_api = api is None
+    api = api or await SlackAPI().start()
+    runtime = build_runtime(settings.model_copy(update={"slack_api_url": api.base_url}))
+    runner = web.AppRunner(build_web_app(runtime))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Harness(runtime, api, f"http://127.0.0.1:{port}", session, secret)
+    finally:
+        await runner.cleanup()
+        if own_api:
+            await api.stop()
