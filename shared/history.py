@@ -19,8 +19,8 @@ from typing import Callable
 
 from .feedback.store import FeedbackStore
 
-__all__ = ["Message", "ThreadLabel", "label_thread", "is_question", "docs_entry", "record_label", "MAX_QUESTION_CHARS", "MAX_LINKS",
-           "RESOLVED_REACTIONS", "STRONG", "WEAK"]
+__all__ = ["Message", "ThreadLabel", "label_thread", "is_question", "docs_entry", "record_label",
+           "MAX_QUESTION_CHARS", "MAX_LINKS", "RESOLVED_REACTIONS", "STRONG", "WEAK"]
 
 MAX_QUESTION_CHARS = 1000  # longer first messages are stories, not questions; the start is kept
 MAX_LINKS = 5  # an answer linking more pages is a reading list

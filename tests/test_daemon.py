@@ -19,8 +19,10 @@ from click.testing import CliRunner
 from daemon.schedule import make_scheduler, missed_run, parse_cron
 from shared.cli import cli
 from shared.deep_memory import AdapterRegistry, LinearAdapter
-from shared.deep_memory.feedback_data import FeedbackPolicy, labeled_questions, split_feedback
-from shared.deep_memory.nightly import NightlyConfig, decide, run_lock, run_nightly
+from shared.deep_memory.feedback_data import FeedbackPolicy, labeled_questions
+from shared.deep_memory.judge import decide
+from shared.deep_memory.nightly import NightlyConfig, run_lock, run_nightly
+from shared.deep_memory.real_questions import RealQuestion, split_real
 from shared.deep_memory.trainer import TrainConfig
 from shared.errors import ConfigError
 from shared.feedback.store import FeedbackStore
@@ -191,19 +193,35 @@ def test_labels_become_weighted_capped_questions():
     assert out["q1"].negatives == {2: 0.5}
     assert "q2" not in out
     assert sorted(q for q in out if q.startswith("s")) == ["s7", "s8", "s9"]  # the spammer's latest three
-    train, test = split_feedback(list(out.values()), seed=0, test_share=0.3)
-    assert {q.question_id for q in train} | {q.question_id for q in test} == set(out)
-    assert split_feedback(list(out.values()), seed=0, test_share=0.3)[1] == test
+    real = [RealQuestion(q.question_id, q.text, [frozenset([c]) for c in q.positives], "feedback")
+            for q in out.values()]
+    train, test = split_real(real, seed=0, test_share=0.3)
+    assert {q.key for q in train} | {q.key for q in test} == set(out)
+    assert split_real(real, seed=0, test_share=0.3)[1] == test
 
 
-def test_the_gate_needs_feedback_gains_beyond_noise():
-    assert decide({"gain": 0.01, "noise": 0.005, "queries": 500}, {"gain": 0.0, "noise": 0.0, "queries": 0})[0]
-    assert not decide({"gain": 0.004, "noise": 0.005, "queries": 500}, {"gain": 0, "noise": 0, "queries": 3})[0]
-    ok, why = decide({"gain": -0.002, "noise": 0.004, "queries": 500}, {"gain": 0.05, "noise": 0.02, "queries": 40})
-    assert ok and "better on held-out feedback" in why
-    ok, why = decide({"gain": -0.02, "noise": 0.004, "queries": 500}, {"gain": 0.05, "noise": 0.02, "queries": 40})
-    assert not ok and "worse on the held-out synthetic split" in why
-    assert not decide({"gain": 0.0, "noise": 0.004, "queries": 500}, {"gain": 0.01, "noise": 0.02, "queries": 40})[0]
+def _compared(n, gain, noise, over_plain=None, over_plain_noise=0.01, champion_over_plain=0.0, champion_noise=0.01):
+    return {"queries": n, "gain": gain, "noise": noise, "gain_over_plain": gain if over_plain is None else over_plain,
+            "noise_over_plain": over_plain_noise, "champion_over_plain": champion_over_plain,
+            "champion_noise": champion_noise}
+
+
+def test_real_questions_decide_and_the_synthetic_split_is_a_diagnostic():
+    synthetic_up = _compared(500, 0.05, 0.005)
+    # enough held-out real questions: they decide, whatever the synthetic split says
+    ok, why, _ = decide({"real": _compared(20, 0.03, 0.02), "synthetic": _compared(500, -0.05, 0.005)}, "v1", True)
+    assert ok and "better than v1 on 20 held-out real questions" in why and "diagnostic" in why
+    ok, why, _ = decide({"real": _compared(20, -0.01, 0.02), "synthetic": synthetic_up}, "v1", True)
+    assert not ok and "not better than v1 on 20 held-out real questions" in why
+    # never promoted when it loses to plain search beyond the noise; a champion that does is switched off
+    losing = _compared(20, 0.02, 0.01, over_plain=-0.05, over_plain_noise=0.02, champion_over_plain=-0.07,
+                       champion_noise=0.02)
+    ok, why, demote = decide({"real": losing, "synthetic": synthetic_up}, "v1", True)
+    assert not ok and "loses to plain search" in why and demote
+    # too few real questions: the synthetic split decides, beyond its noise
+    ok, why, demote = decide({"real": _compared(5, -0.2, 0.1), "synthetic": synthetic_up}, None, False)
+    assert ok and "5 held-out real questions are too few" in why and not demote
+    assert not decide({"real": _compared(0, 0, 0), "synthetic": _compared(500, 0.004, 0.005)}, None, False)[0]
 
 
 def test_imported_feedback_is_trained_on_and_held_out(home, store_copy, embedder, tmp_path):
@@ -215,12 +233,14 @@ def test_imported_feedback_is_trained_on_and_held_out(home, store_copy, embedder
     assert CliRunner().invoke(cli, ["feedback", "import", str(labels)]).exit_code == 0
     record = run_nightly(home, load_settings(), NightlyConfig(train=FAST), embedder=embedder, log=lambda *a: None)
     counts = record["counts"]
-    assert counts["feedback_questions"] == 60 and counts["feedback_users"] == 7
-    assert counts["feedback_train"] + counts["feedback_test"] == 60 and counts["feedback_test"] >= 10
-    assert counts["train_by_source"]["feedback"] == counts["feedback_train"]
-    assert record["metrics"]["feedback"]["queries"] == counts["feedback_test"]
+    assert counts["real_questions"] == 60 and counts["real_users"] == 7 and counts["real_by_origin"] == {"import": 60}
+    assert counts["real_train"] + counts["real_test"] == 60 and counts["real_test"] >= 10
+    # each real training question is repeated to make its share of what the adapter sees
+    assert counts["train_by_source"]["real:import"] == counts["real_train"] * counts["real_repeat"]
+    assert record["metrics"]["real"]["queries"] == counts["real_test"]
+    assert "held-out real questions" in record["decision"]
     listing = json.loads(CliRunner().invoke(cli, ["runs", "--json"]).output)
-    assert listing[-1]["id"] == record["id"] and listing[-1]["metrics"]["feedback"]["queries"] >= 10
+    assert listing[-1]["id"] == record["id"] and listing[-1]["metrics"]["real"]["queries"] >= 10
 
 
 # -- the bot swaps adapters without a restart -----------------------------------------------------

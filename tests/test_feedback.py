@@ -95,6 +95,9 @@ def test_import_export_and_forget(store_copy, tmp_path):
     exported = [json.loads(line) for line in run("feedback", "export").output.splitlines()]
     assert {(r["user_id"], r["label"]) for r in exported} >= {("U_ANN", 1), ("U_BEN", 1), ("U_BEN", -1)}
     assert any(r["chunk_id"] == cid and r["kind"] == "label" for r in exported)
+    # a section or a page stays one label, resolved to its chunks when it is used
+    assert sorted((r["target"], r["label"]) for r in exported if r["user_id"] == "U_BEN") == \
+        [("https://sqlite.org/json1.html", -1), ("wal.html#overview", 1)]
     assert run("feedback", "forget", "U_ANN").output.strip() == "forgot U_ANN: 2 questions, 1 events"
     remaining = [json.loads(line) for line in run("feedback", "export", "--what", "questions").output.splitlines()]
     assert {r["user_id"] for r in remaining} == {"U_BEN"}

@@ -65,8 +65,10 @@ def test_threads_answered_with_docs_links_become_labels(workspace, slack):
         "How do I make a column autoincrement in SQLite?": [("https://sqlite.org/autoinc.html", 2, "U02HELPER")],
         "hey all, is there a way to add a column to an existing table":
             [("https://sqlite.org/lang_altertable.html#altertabaddcol", 2, "U04HELPER")],
-        "why is my database locked when two processes write at once?": [("https://sqlite.org/wal.html", 1, "U06HELPER")],
-        "What is the maximum length of a string or BLOB?": [("https://sqlite.org/limits.html#max_length", 1, "U02HELPER")],
+        "why is my database locked when two processes write at once?":
+            [("https://sqlite.org/wal.html", 1, "U06HELPER")],
+        "What is the maximum length of a string or BLOB?":
+            [("https://sqlite.org/limits.html#max_length", 1, "U02HELPER")],
     }  # not: the bot's answer, the self-answer, the announcement, the outside link, the deleted question
     assert all(r["source"] == "history" for rows in labels.values() for r in rows)
     questions = {q["text"]: q for q in FeedbackStore(workspace).questions()}

@@ -179,7 +179,8 @@ def test_full_text_alternatives_bring_in_what_the_vectors_missed(store_copy, emb
         shown = {h.chunk.url for h in nearest}
         ranked = [r for r, _ in store_copy.text_search(question, 100)]
         urls = {r: c.url for r, c in store_copy.chunks_by_rowid(ranked).items()}
-        bm25 = [r for i, r in enumerate(ranked) if urls[r] not in shown and urls[r] not in {urls[p] for p in ranked[:i]}]
+        bm25 = [r for i, r in enumerate(ranked)
+                if urls[r] not in shown and urls[r] not in {urls[p] for p in ranked[:i]}]
         assert [h.chunk.rowid for h in alternatives] == bm25[:3]
         # scored like the nearest: the cosine to the question vector (from the index or from the store)
         for h in alternatives:

@@ -10,18 +10,16 @@
   (``web:anon:CLIENT:VISITOR``) or of the operator on loopback (``local:OSUSER:VISITOR``) are one
   voter, whose labels count once (the mean over its visitors) and towards one cap. A chunk's labels
   from unauthenticated clients count only when ``anonymous_quorum`` different clients gave them: one
-  client cannot move a chunk by itself, however many cookies it makes up;
-- questions are split by a hash of their words: ``test_share`` of them are a held-out feedback
-  test set that is never trained on (a question asked twice is on one side only).
+  client cannot move a chunk by itself, however many cookies it makes up.
+(``real_questions`` splits them, with the other real questions, into trained and held out.)
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-__all__ = ["LabeledQuestion", "labeled_questions", "split_feedback", "FeedbackPolicy", "voter"]
+__all__ = ["LabeledQuestion", "labeled_questions", "FeedbackPolicy", "voter"]
 
 ANONYMOUS = "web:anon:"  # the local chat's unauthenticated identities: web:anon:CLIENT:VISITOR
 
@@ -118,14 +116,3 @@ def labeled_questions(labels: list[dict], row_of: dict[str, int], policy: Feedba
         if q.positives or q.negatives:
             out.append(q)
     return sorted(out, key=lambda q: q.question_id)
-
-
-def split_feedback(questions: list[LabeledQuestion], seed: int, test_share: float
-                   ) -> tuple[list[LabeledQuestion], list[LabeledQuestion]]:
-    """Split by the question's words, not its id: the same question asked twice lands on one side."""
-    train, test = [], []
-    for q in questions:
-        key = " ".join(q.text.lower().split()).strip(" ?!.")
-        h = int.from_bytes(hashlib.sha256(f"feedback-{seed}\x1f{key}".encode()).digest()[:8], "big") / 2 ** 64
-        (test if h < test_share else train).append(q)
-    return train, test

@@ -1,9 +1,13 @@
-"""The training job: questions -> split -> train -> evaluate -> keep or discard.
+"""`deepmem train`: questions -> split -> train -> judge -> keep or discard.
 
-Used by `deepmem train` and by the nightly daemon alike. A new adapter is written as a new
-version, and activated only when it beats the active one (or plain search, when none is
-active) on the held-out test split; otherwise the report says why and nothing changes.
-Until the very end nothing is written, so an interrupted job leaves everything as it was.
+Synthetic questions (split by chunk) and real ones: what people asked (feedback, the
+workspace's history, imported labels), the docs' own questions, and the user's ``--queries``
+files, split by question; real training questions are weighted to make a fixed share of the
+training set (``training_set``). A new adapter is written as a new version and activated only
+when ``judge`` says so: on held-out real questions (the held-out side of the above, and every
+``--eval-queries`` file, never trained on) whenever there are enough, with their noise; on the
+synthetic split (a diagnostic otherwise) only when there are not. Until the very end nothing is
+written, so an interrupted job leaves everything as it was.
 """
 
 from __future__ import annotations
@@ -18,30 +22,36 @@ from ..embedders import Embedder
 from ..errors import DeepmemError, EmptyStore
 from ..evaluation import Comparison, evaluate
 from ..home import Home
-from ..queries import Resolver, load_queries
+from ..queries import Query, ResolvedQuery, Resolver, load_queries
 from ..questions import resolve_generator, synthetic_questions
+from ..questions.vectors import embed_questions
 from ..settings import Settings
 from ..store import Store
 from ..vector_index import MemoryIndex
 from .adapter import LinearAdapter
 from .dataset import Dataset, Example, SplitSpec, split_salt
+from .judge import HeldOut, judge
+from .real_questions import RealQuestion, docs_questions, real_questions, split_real
 from .trainer import TrainConfig, train_adapter
+from .training_set import RealMix, add_real
 from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
 
-__all__ = ["TrainOptions", "TrainReport", "run_training", "decide", "MIN_CHUNKS"]
+__all__ = ["TrainOptions", "TrainReport", "run_training", "MIN_CHUNKS", "REAL_TEST_SHARE"]
 
 MIN_CHUNKS = 50
+REAL_TEST_SHARE = 0.3  # of the real questions (not --eval-queries files, which are all held out)
 
 
 @dataclass
 class TrainOptions:
     generator: str = "auto"  # auto | offline | llm | none
-    queries: list[Path] = field(default_factory=list)  # the user's questions: trained on (train split)
-    eval_queries: list[Path] = field(default_factory=list)  # real questions: reported, never trained on
+    queries: list[Path] = field(default_factory=list)  # the user's real questions: trained on, a share held out
+    eval_queries: list[Path] = field(default_factory=list)  # real questions: judged on, never trained on
     activate: str = "if-better"  # if-better | always | never
     config: TrainConfig = field(default_factory=TrainConfig)
     progress: bool = True
-    max_train: int | None = None  # train on a random subset of this many questions (learning curves)
+    max_train: int | None = None  # train on a random subset of this many synthetic questions (learning curves)
+    mix: RealMix = field(default_factory=RealMix)  # how much real training questions weigh
     split_by: str = "chunk"  # chunk (the reference's protocol) | section (stricter)
 
 
@@ -64,33 +74,22 @@ class TrainReport:
                 "evaluations": [c.to_dict() for c in self.comparisons]}
 
 
-def _score(m: dict) -> float:
-    return (m["hit_rate@10"] + m["mrr@10"] + m["recall@10"]) / 3
-
-
-def decide(challenger: dict, champion: dict, champion_name: str) -> tuple[bool, str]:
-    """Promote when the challenger's mean of hit@10, MRR@10 and R@10 on the test split is higher
-    and its hit@10 is not lower."""
-    gain = _score(challenger) - _score(champion)
-    if challenger["hit_rate@10"] < champion["hit_rate@10"] - 1e-9:
-        return False, (f"kept {champion_name}: hit@10 on the test split would drop from "
-                       f"{champion['hit_rate@10']:.3f} to {challenger['hit_rate@10']:.3f}")
-    if gain <= 0:
-        return False, (f"kept {champion_name}: the new adapter is not better on the test split "
-                       f"(score {_score(challenger):.4f} vs {_score(champion):.4f})")
-    return True, (f"better than {champion_name} on the test split: hit@10 {champion['hit_rate@10']:.3f} -> "
-                  f"{challenger['hit_rate@10']:.3f}, MRR@10 {champion['mrr@10']:.3f} -> {challenger['mrr@10']:.3f}")
-
-
-def _resolve_query_files(resolver: Resolver, paths: list[Path]) -> list[tuple[str, list[tuple[str, tuple[int, ...]]]]]:
+def _file_questions(resolver: Resolver, paths: list[Path], origin: str) -> list[RealQuestion]:
     out = []
     for path in paths:
-        resolved = resolver.resolve(load_queries(path))
-        items = [(r.text, tuple(sorted(r.all_rowids))) for r in resolved if r.targets]
-        if not items:
+        resolved = [r for r in resolver.resolve(load_queries(path)) if r.targets]
+        if not resolved:
             raise DeepmemError(f"{path}: none of its relevant entries match a chunk of this store")
-        out.append((f"queries:{Path(path).name}", items))
+        out += [RealQuestion(key=f"{Path(path).name}:{r.query.id}", text=r.text, targets=r.targets, origin=origin)
+                for r in resolved]
     return out
+
+
+def _people_questions(home: Home, resolver: Resolver) -> list[RealQuestion]:
+    """What people asked, from the feedback store (nothing when there is none yet)."""
+    from ..feedback.store import FeedbackStore, has_feedback
+
+    return real_questions(FeedbackStore(home).labels(), resolver) if has_feedback(home) else []
 
 
 def run_training(store: Store, embedder: Embedder, home: Home, settings: Settings, options: TrainOptions,
@@ -104,34 +103,40 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
                          f"to learn anything that generalises")
     store.check_embedder(embedder.name, embedder.dim)
 
-    # 1. questions
+    # 1. questions: synthetic, split by chunk; real, split by question
     generator = resolve_generator(options.generator, settings)
     questions, qinfo = synthetic_questions(store, settings, generator, progress=options.progress)
     resolver = Resolver(store)
     row_of = resolver.by_id
-    groups: list[tuple[str, list[tuple[str, tuple[int, ...]]]]] = []
     by_style: dict[str, list] = {}
     for q in questions:
         rows = tuple(row_of[c] for c in q.positives if c in row_of)
         if rows:
             by_style.setdefault(f"synthetic:{q.style}", []).append((q.text, rows))
-    groups.extend(sorted(by_style.items()))
-    groups.extend(_resolve_query_files(resolver, options.queries))
-
-    # 2. split by chunk, seeded
     spec = SplitSpec(salt=split_salt(options.config.seed), by=options.split_by)
-    data = Dataset.build(store, groups, spec)
+    data = Dataset.build(store, sorted(by_style.items()), spec)
     if options.max_train is not None and len(data.train) > options.max_train:
         rng = np.random.default_rng(options.config.seed)
         data.train = [data.train[i] for i in sorted(rng.choice(len(data.train), options.max_train, replace=False))]
-    counts = data.counts()
-    log(f"questions: {counts['train']} train, {counts['val']} validation, {counts['test']} test "
+    real = (_people_questions(home, resolver) + docs_questions(store, resolver)
+            + _file_questions(resolver, options.queries, "queries"))
+    real_train, real_test = split_real(real, options.config.seed, REAL_TEST_SHARE)
+    evaluation = _file_questions(resolver, options.eval_queries, "eval")
+    mixed = add_real(data, real_train, options.mix)
+    counts = data.counts() | mixed | {"real_questions": len(real), "real_test": len(real_test) + len(evaluation)}
+    log(f"questions: {counts['train']} train ({mixed['real_train']} real, each {mixed['real_repeat']} times), "
+        f"{counts['val']} validation, {counts['test']} synthetic test, {counts['real_test']} real held out "
         f"({qinfo.get('generator')})")
 
-    # 3. vectors
+    # 3. vectors (cached in the store)
     index = MemoryIndex(store)
-    texts = {s: [e.text for e in getattr(data, s)] for s in ("train", "val", "test")}
-    vectors = {s: embedder.embed(t) if t else np.zeros((0, embedder.dim), np.float32) for s, t in texts.items()}
+    vectors = {s: embed_questions(store, embedder, [e.text for e in getattr(data, s)])
+               for s in ("train", "val", "test")}
+    held_out = real_test + evaluation
+    nothing = [frozenset()] * len(data.test)
+    held = [HeldOut("real", embed_questions(store, embedder, [q.text for q in held_out]), [q.targets for q in held_out],
+                    [q.avoid for q in held_out], [q.exclude for q in held_out]),
+            HeldOut("synthetic", vectors["test"], [[frozenset(e.positives)] for e in data.test], nothing, nothing)]
 
     # 4. train (nothing is written before the end: Ctrl-C leaves everything as it was)
     def progress(epoch, loss, mrr):
@@ -158,25 +163,21 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
             champion_note = f" ({name} was trained on another split and cannot be compared fairly)"
         else:
             champion = (name, adapter)
-    comparisons = []
-    test_queries = _as_resolved(data.test)
-    comparisons.append(_compare("held-out synthetic test split", index, store, embedder, test_queries,
-                                result.adapter, champion, vectors["test"]))
-    for source in sorted({e.source for e in data.test if not e.source.startswith("synthetic:")}):
-        rows = [i for i, e in enumerate(data.test) if e.source == source]
-        comparisons.append(_compare(f"{source} (test split)", index, store, embedder,
-                                    _as_resolved([data.test[i] for i in rows]), result.adapter, champion,
-                                    vectors["test"][rows]))
+    comparisons = [_compare("held-out synthetic test split", index, store, embedder, _as_resolved(data.test),
+                            result.adapter, champion, vectors["test"])]
+    held_real = held[0]
+    if len(held_real):
+        comparisons.append(_compare("held-out real questions", index, store, embedder,
+                                    [_resolved(q) for q in held_out], result.adapter, champion, held_real.vectors))
     for path in options.eval_queries:
         resolved = resolver.resolve(load_queries(path))
         comparisons.append(_compare(f"real questions: {Path(path).name}", index, store, embedder, resolved,
                                     result.adapter, champion))
 
     # 6. decide and record
-    test = comparisons[0]
     champion_name = champion[0] if champion else f"plain search (no adapter){champion_note}"
-    champion_metrics = test.champion_metrics if champion else test.base
-    better, reason = decide(test.deep, champion_metrics, champion_name)
+    verdict = judge(index, held, result.adapter, champion[1] if champion else None, champion_name)
+    better, reason = verdict.promote, verdict.reason
     if result.best_epoch < 0:
         better, reason = False, "no epoch improved validation MRR@10 over plain search; nothing to save"
     meta = {
@@ -190,7 +191,8 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
                      "val_mrr_history": [round(v, 4) for v in result.val_history],
                      "base_val_mrr": round(result.base_val_mrr, 4),
                      "distance_from_identity": round(result.adapter.distance_from_identity(), 4)},
-        "metrics": [c.to_dict() for c in comparisons],
+        "real_mix": options.mix.to_dict(),
+        "metrics": [c.to_dict() for c in comparisons], "judge": verdict.sets,
         "decision": reason, "champion": champion[0] if champion else None,
     }
     version = None
@@ -209,9 +211,11 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
 
 
 def _as_resolved(examples: list[Example]):
-    from ..queries import Query, ResolvedQuery
-
     return [ResolvedQuery(Query(e.text, [], id=None), [frozenset(e.positives)], []) for e in examples]
+
+
+def _resolved(q: RealQuestion) -> ResolvedQuery:
+    return ResolvedQuery(Query(q.text, [], id=q.key), q.targets, [])
 
 
 def _compare(name, index, store, embedder, queries, challenger: LinearAdapter, champion, vectors=None) -> Comparison:

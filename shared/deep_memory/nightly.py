@@ -1,18 +1,19 @@
-"""The retraining run: synthetic questions plus users' feedback, gated on two held-out sets.
+"""The retraining run: synthetic questions plus real ones, judged on held-out real questions.
 
 1. optionally re-ingest the known sources (incremental), then questions for new chunks (cached);
-2. training data: synthetic questions (split by chunk) plus labeled questions from feedback
-   (weighted, capped per user, split by question: a held-out feedback test set is never trained
-   on; synthetic test questions about chunks that feedback trains on are left out of the test);
+2. training data: synthetic questions (split by chunk) plus real questions (``real_questions``:
+   feedback on answers, the workspace's history, imported labels, the docs' own questions),
+   split by question: a held-out real test set is never trained on; the real training questions
+   are weighted to make a fixed share of what the adapter sees (``training_set``);
 3. train a challenger, on ``threads`` torch threads. The time budget is the whole run's: it is
    checked between stages and while question vectors are made, and training gets what the
    stages before it left (less a tenth for evaluating); a run out of time before training is
    recorded as failed, and what it made (questions) is cached for the next one;
-4. evaluate challenger and champion (the active adapter, or plain search) on the held-out
-   synthetic split and the held-out feedback set. Promote when the challenger is better on
-   feedback by more than the noise and not worse on synthetic beyond the noise (with too little
-   held-out feedback: better on synthetic by more than the noise). Noise = the standard error
-   of the per-question difference (paired), reported with every decision;
+4. evaluate challenger, champion (the active adapter) and plain search on the held-out real
+   questions and the held-out synthetic split (``judge``): with enough real questions, they
+   decide and the synthetic split is a diagnostic; an adapter that loses to plain search on
+   them beyond the noise is never promoted, and an active one that does is switched off. Noise
+   = the standard error of the per-question difference (paired), reported with every decision;
 5. promotion is an atomic pointer swap: a running bot picks the new adapter up at its next
    question; the feedback memory's settings are re-tuned and saved the same way;
 6. the run is recorded in the feedback database (start, end, counts, metrics, decision, error).
@@ -39,20 +40,22 @@ from ..errors import DeepmemError, StoreError
 from ..feedback.store import FeedbackStore, now
 from ..feedback_memory import MemoryParams, Names, tune
 from ..home import Home
-from ..metrics import per_query
+from ..queries import Resolver
 from ..questions import resolve_generator, synthetic_questions
+from ..questions.vectors import embed_questions
 from ..settings import Settings
 from ..store import Store
 from ..vector_index import MemoryIndex
-from .dataset import Dataset, Example, SplitSpec, split_salt
-from .feedback_data import FeedbackPolicy, labeled_questions, split_feedback
+from .dataset import Dataset, SplitSpec, split_salt
+from .feedback_data import FeedbackPolicy
+from .judge import HeldOut, judge
+from .real_questions import docs_questions, real_questions, split_real
+from .training_set import RealMix, add_real
 from .trainer import TrainConfig, train_adapter
 from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
 
-__all__ = ["NightlyConfig", "run_nightly", "RunBusy", "OutOfTime", "mark_interrupted", "paired_gain"]
+__all__ = ["NightlyConfig", "run_nightly", "RunBusy", "OutOfTime", "mark_interrupted"]
 
-MIN_FEEDBACK_TEST = 10
-EMBED_SLICE = 128  # question vectors are made this many at a time, the time budget checked between
 
 
 class RunBusy(Exception):
@@ -86,6 +89,7 @@ class NightlyConfig:
     time_budget_s: float = 1800.0  # the whole run: questions, vectors, training, evaluation
     threads: int | None = 1  # leave the other cores to the bot answering questions
     policy: FeedbackPolicy = field(default_factory=FeedbackPolicy)
+    mix: RealMix = field(default_factory=RealMix)
     trigger: str = "manual"
     train: TrainConfig | None = None
 
@@ -105,69 +109,6 @@ def run_lock(home: Home):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _scores(rankings: list[list[int]], targets: list[list[frozenset[int]]],
-            avoid: list[frozenset[int]] | None = None) -> np.ndarray:
-    """Per question: (hit@10 + MRR@10) / 2 over its relevant chunks, averaged with the share of its
-    chunks labeled not relevant that stay out of the top 3 (when it has either)."""
-    out = []
-    avoid = avoid or [frozenset()] * len(rankings)
-    for r, t, bad in zip(rankings, targets, avoid):
-        parts = []
-        if t and any(t):
-            m = per_query(r, t, ks=(10,))
-            parts.append((m["hit_rate@10"] + m["mrr@10"]) / 2)
-        if bad:
-            parts.append(1.0 - len(bad & set(r[:3])) / len(bad))
-        out.append(float(np.mean(parts)) if parts else 0.0)
-    return np.asarray(out, dtype=np.float64)
-
-
-def paired_gain(challenger: np.ndarray, champion: np.ndarray) -> tuple[float, float]:
-    """Mean per-question difference and its standard error (the noise of the comparison)."""
-    d = challenger - champion
-    if len(d) < 2:
-        return float(d.mean()) if len(d) else 0.0, float("inf")
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
-
-
-def _evaluate(index: MemoryIndex, vectors: np.ndarray, targets: list[list[frozenset[int]]], adapter,
-              avoid: list[frozenset[int]] | None = None) -> dict:
-    if not len(targets):
-        return {"queries": 0}
-    q = adapter(vectors) if adapter is not None else vectors
-    ids, _ = index.search_many(q, 10)
-    rankings = [list(map(int, row)) for row in ids]
-    scores = _scores(rankings, targets, avoid)
-    hits = [per_query(r, t, ks=(10,)) for r, t in zip(rankings, targets) if t and any(t)]
-    out = {"queries": len(targets), "_scores": scores, "score": float(scores.mean())}
-    if hits:
-        out |= {"hit_rate@10": float(np.mean([h["hit_rate@10"] for h in hits])),
-                "mrr@10": float(np.mean([h["mrr@10"] for h in hits]))}
-    if avoid and any(avoid):
-        kept_out = [1.0 - len(b & set(r[:3])) / len(b) for r, b in zip(rankings, avoid) if b]
-        out["labeled_irrelevant_out_of_top3"] = float(np.mean(kept_out))
-    return out
-
-
-def decide(synthetic: dict, feedback: dict) -> tuple[bool, str]:
-    """synthetic / feedback: {"gain", "noise", "queries"} of challenger over champion."""
-    s_gain, s_noise = synthetic["gain"], synthetic["noise"]
-    if feedback["queries"] >= MIN_FEEDBACK_TEST:
-        f_gain, f_noise = feedback["gain"], feedback["noise"]
-        if f_gain <= max(f_noise, 0.005):
-            return False, (f"not better on held-out feedback beyond the noise "
-                           f"(gain {f_gain:+.4f}, noise {f_noise:.4f}, {feedback['queries']} questions)")
-        if s_gain < -s_noise:
-            return False, (f"worse on the held-out synthetic split beyond the noise "
-                           f"(gain {s_gain:+.4f}, noise {s_noise:.4f})")
-        return True, (f"better on held-out feedback ({f_gain:+.4f}, noise {f_noise:.4f}) and not worse on the "
-                      f"synthetic split ({s_gain:+.4f}, noise {s_noise:.4f})")
-    if s_gain <= max(s_noise, 0.002):
-        return False, (f"not better on the held-out synthetic split beyond the noise (gain {s_gain:+.4f}, noise "
-                       f"{s_noise:.4f}); {feedback['queries']} held-out feedback questions are too few to decide on")
-    return True, f"better on the held-out synthetic split ({s_gain:+.4f}, noise {s_noise:.4f})"
 
 
 def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = None, *,
@@ -231,13 +172,10 @@ def _record_interrupted(feedback: FeedbackStore, stale: list[dict]) -> None:
                          for r in stale])
 
 
-def _embed(embedder: Embedder, texts: list[str], deadline: Deadline) -> np.ndarray:
-    """Vectors for texts, a slice at a time, so that a spent time budget stops the run within a slice."""
-    parts = []
-    for start in range(0, len(texts), EMBED_SLICE):
-        deadline.check("making question vectors")
-        parts.append(embedder.embed(texts[start:start + EMBED_SLICE]))
-    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+def _embed(store: Store, embedder: Embedder, texts: list[str], deadline: Deadline) -> np.ndarray:
+    """Vectors for texts (cached in the store), a slice at a time, so that a spent time budget stops
+    the run within a slice."""
+    return embed_questions(store, embedder, texts, between=lambda: deadline.check("making question vectors"))
 
 
 def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedder | None, feedback: FeedbackStore,
@@ -268,26 +206,32 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         spec = SplitSpec(salt=split_salt(config.seed))
         data = Dataset.build(store, [("synthetic", [i for i in items if i[1]])], spec)
 
-        # feedback, split by question
-        labeled = labeled_questions(feedback.labels(), row_of, config.policy)
-        fb_train, fb_test = split_feedback(labeled, config.seed, config.policy.test_share)
-        trained_on = set()
-        for q in fb_train:
-            if q.positives:
-                weight = min(3.0, sum(q.positives.values()))
-                data.train.append(Example(text=q.text, positives=tuple(sorted(q.positives)), source="feedback",
-                                          weight=weight, negatives=tuple(sorted(q.negatives))))
-                trained_on.update(q.positives)
-        trained_units = {data.units[r] for r in trained_on}  # a copy of a feedback-trained chunk was trained on too
+        # real questions, split by question: the held-out side is never trained on
+        resolver = Resolver(store)
+        real = real_questions(feedback.labels(), resolver, config.policy) + docs_questions(store, resolver)
+        real_train, real_test = split_real(real, config.seed, config.policy.test_share)
+        mixed = add_real(data, real_train, config.mix)
+        trained_on = {r for q in real_train for r in q.positives if r in data.units}
+        trained_units = {data.units[r] for r in trained_on}  # a copy of a real-trained chunk was trained on too
         data.test = [e for e in data.test if not any(data.units[p] in trained_units for p in e.positives)]
-        counts = data.counts() | {"feedback_questions": len(labeled), "feedback_train": len(fb_train),
-                                  "feedback_test": len(fb_test),
-                                  "feedback_users": len({u for q in labeled for u in q.users})}
-        log(f"training on {counts['train']} questions ({counts['train_by_source'].get('feedback', 0)} from feedback)")
+        origins: dict[str, int] = {}
+        for q in real:
+            origins[q.origin] = origins.get(q.origin, 0) + 1
+        counts = data.counts() | mixed | {"real_questions": len(real), "real_test": len(real_test),
+                                          "real_by_origin": origins,
+                                          "real_users": len({u for q in real for u in q.users})}
+        log(f"training on {counts['train']} questions ({mixed['real_train']} real questions, each "
+            f"{mixed['real_repeat']} times); {len(real_test)} real questions held out")
 
         index = MemoryIndex(store)
-        vec = {s: _embed(embedder, [e.text for e in getattr(data, s)], deadline) for s in ("train", "val", "test")}
-        fb_vectors = _embed(embedder, [q.text for q in fb_test], deadline)
+        vec = {s: _embed(store, embedder, [e.text for e in getattr(data, s)], deadline)
+               for s in ("train", "val", "test")}
+        held_real = HeldOut("real", _embed(store, embedder, [q.text for q in real_test], deadline),
+                            [q.targets for q in real_test], [q.avoid for q in real_test],
+                            [q.exclude for q in real_test])
+        nothing = [frozenset()] * len(data.test)
+        held_synthetic = HeldOut("synthetic", vec["test"], [[frozenset(e.positives)] for e in data.test], nothing,
+                                 nothing)
 
         train_cfg = config.train or TrainConfig(seed=config.seed)
         train_cfg.time_budget_s = deadline.left() - 0.1 * config.time_budget_s  # a tenth kept for evaluating
@@ -310,21 +254,8 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
             name, adapter, meta = active
             if unfit_for(meta, adapter, embedder.name, embedder.dim) is None and same_split(meta, spec):
                 champion_name, champion = name, adapter
-        syn_targets = [[frozenset(e.positives)] for e in data.test]
-        fb_targets = [[frozenset(q.positives)] if q.positives else [] for q in fb_test]
-        fb_avoid = [frozenset(q.negatives) for q in fb_test]
-        sets = {}
-        for label, vectors, targets, avoid in (("synthetic", vec["test"], syn_targets, None),
-                                               ("feedback", fb_vectors, fb_targets, fb_avoid)):
-            base = _evaluate(index, vectors, targets, None, avoid)
-            champ = _evaluate(index, vectors, targets, champion, avoid) if champion is not None else base
-            chall = _evaluate(index, vectors, targets, result.adapter, avoid)
-            gain, noise = paired_gain(chall["_scores"], champ["_scores"]) if targets else (0.0, float("inf"))
-            sets[label] = {"queries": len(targets), "gain": gain, "noise": noise,
-                           "plain": {k: v for k, v in base.items() if not k.startswith("_")},
-                           "champion": {k: v for k, v in champ.items() if not k.startswith("_")},
-                           "challenger": {k: v for k, v in chall.items() if not k.startswith("_")}}
-        promote, reason = decide(sets["synthetic"], sets["feedback"])
+        verdict = judge(index, [held_real, held_synthetic], result.adapter, champion, champion_name)
+        promote, reason = verdict.promote, verdict.reason
         if result.best_epoch < 0:
             promote, reason = False, "no epoch improved validation MRR@10 over plain search"
         champion_label = champion_name or "plain search"
@@ -334,20 +265,23 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
                 "generator": qinfo.get("generator"), "counts": counts, "trigger": config.trigger,
                 "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                              "stopped_by": result.stopped_by, "seconds": round(result.seconds, 2)},
-                "metrics": [{"name": "held-out synthetic test split",
-                             "base": sets["synthetic"]["plain"], "deep_memory": sets["synthetic"]["challenger"]},
-                            {"name": "held-out feedback", "base": sets["feedback"]["plain"],
-                             "deep_memory": sets["feedback"]["challenger"]}],
+                "real_mix": config.mix.to_dict(),
+                "metrics": [{"name": "held-out real questions", "base": verdict.sets["real"]["plain"],
+                             "deep_memory": verdict.sets["real"]["challenger"]},
+                            {"name": "held-out synthetic test split", "base": verdict.sets["synthetic"]["plain"],
+                             "deep_memory": verdict.sets["synthetic"]["challenger"]}],
                 "decision": reason, "champion": champion_name}
         version = registry.save(result.adapter, meta).name if result.best_epoch >= 0 else None
         if promote and version:
             registry.activate(version)
+        elif verdict.demote_champion:
+            registry.deactivate()
+            reason += f"; {champion_name} loses to plain search on held-out real questions: switched off"
         params, memory_report = _tune_memory(index, store, embedder, data, vec)
         params.save(home.root / "memory.json", {"tuned_at": now(), "report": memory_report})
         log(f"{'promoted' if promote else 'kept ' + champion_label}: {reason}")
         return {"status": "promoted" if promote else "kept", "version": version, "champion": champion_name,
-                "decision": reason, "counts": counts,
-                "metrics": {k: {kk: vv for kk, vv in v.items()} for k, v in sets.items()} | {"memory": params.__dict__}}
+                "decision": reason, "counts": counts, "metrics": verdict.sets | {"memory": params.__dict__}}
 
 
 def _tune_memory(index: MemoryIndex, store: Store, embedder: Embedder, data: Dataset, vec: dict

@@ -28,9 +28,8 @@ from ..queries import Resolver
 from ..store import Store
 from .feedback_data import FeedbackPolicy, labeled_questions
 
-__all__ = ["RealQuestion", "real_questions", "docs_questions", "split_real", "MIN_REAL_TEST"]
+__all__ = ["RealQuestion", "real_questions", "docs_questions", "split_real"]
 
-MIN_REAL_TEST = 8  # held-out real questions needed before they decide a promotion
 QUESTION_HEADING = re.compile(
     r"^(?:how|what|why|when|where|which|who|can|could|is|are|does|do|did|should|would|will|has|have|"
     r"i'?m|i am|i can'?t|i get|my)\b.{3,}\?$", re.I)

@@ -1,4 +1,9 @@
-"""`deepmem feedback import`: labels from a file, as if users had given them."""
+"""`deepmem feedback import`: labels from a file, as if users had given them.
+
+An entry is a chunk id, a page URL or url#anchor. A page or a section is kept as written (one
+target, resolved to chunks when it is used), not expanded into a label per chunk: a page of 200
+chunks is one place that answers, not 200.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +40,6 @@ def _read(path: Path) -> str:
 def import_labels(store: Store, home: Home, path: Path) -> dict:
     """Check the whole file first (an error names file:line and nothing is imported), then spool it."""
     resolver = Resolver(store)
-    id_of = {rowid: cid for cid, rowid in resolver.by_id.items()}
     ops, questions, labels, unresolved = [], 0, 0, []
     for number, where, obj in jsonl_lines(_read(path), path.name):
         query = obj.get("query") if isinstance(obj, dict) else None
@@ -60,18 +64,22 @@ def import_labels(store: Store, home: Home, path: Path) -> dict:
         except InvalidFeedback as exc:
             raise QueryFileError(f"{where}: {exc}") from None
         questions += 1
+        rows = []
         for entries, value in ((relevant, 1), (negative, -1)):
             for entry in entries:
-                if not isinstance(entry, str):
-                    raise QueryFileError(f"{where}: entries must be strings, got {entry!r:.60}")
-                rowids = resolver.resolve_entry(entry)
-                if not rowids:
+                if not isinstance(entry, str) or not entry.strip():
+                    raise QueryFileError(f"{where}: entries must be non-empty strings, got {entry!r:.60}")
+                entry = entry.strip()
+                if not resolver.resolve_entry(entry):
                     unresolved.append(entry)
-                for rowid in sorted(rowids):
-                    ops.append(FeedbackStore.event_op(question_id=qid, kind="label", user_id=user, value=value,
-                                                      chunk_id=id_of[rowid], detail=f"import:{path.name}",
-                                                      id=f"{qid}:{id_of[rowid]}"))
-                    labels += 1
+                    continue
+                chunk = entry in resolver.by_id
+                rows.append({"chunk_id" if chunk else "target": entry, "value": value, "user_id": user, "at": at})
+        try:
+            ops.append(FeedbackStore.labels_op(qid, "import", rows))
+        except InvalidFeedback as exc:
+            raise QueryFileError(f"{where}: {exc}") from None
+        labels += len(rows)
     feedback = FeedbackStore(home)
     feedback.record(ops)
     feedback.drain()

@@ -29,8 +29,8 @@ from datetime import datetime, timedelta, timezone
 
 from ..errors import DeepmemError
 
-__all__ = ["InvalidFeedback", "validate", "question_op", "retrievals_op", "event_op", "run_op", "forget_op", "labels_op",
-           "parse_timestamp", "now", "QUESTION_COLUMNS", "RUN_COLUMNS", "EVENT_COLUMNS", "EVENT_KINDS"]
+__all__ = ["InvalidFeedback", "validate", "question_op", "retrievals_op", "event_op", "run_op", "forget_op",
+           "labels_op", "parse_timestamp", "now", "QUESTION_COLUMNS", "RUN_COLUMNS", "EVENT_COLUMNS", "EVENT_KINDS"]
 
 QUESTION_COLUMNS = ("id", "asked_at", "source", "user_id", "team_id", "channel_id", "thread_ts", "message_ts",
                     "dedupe_key", "text", "answer", "answer_mode", "adapter_version", "answered_at", "latency_ms",

@@ -96,6 +96,18 @@ def m002_question_cache(conn) -> None:
     """)
 
 
+@migration
+def m003_question_vectors(conn) -> None:
+    conn.executescript("""
+        -- vectors of training and evaluation questions, keyed by embedder and text: a nightly run
+        -- embeds only the questions it has not seen
+        CREATE TABLE question_vectors (
+            key TEXT PRIMARY KEY,
+            vector BLOB NOT NULL
+        );
+    """)
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
