@@ -232,6 +232,7 @@ def fetch(corpus: Corpus, debs: Path) -> Path:
         subprocess.run(["apt-get", "download", corpus.package], cwd=debs, check=True)
         found = sorted(debs.glob(f"{corpus.package}_*.deb"))
     root = debs / "x" / corpus.package
+    root.mkdir(parents=True, exist_ok=True)  # dpkg -x makes only the last folder
     html = root / corpus.html
     if corpus.name == "perl":  # the package ships POD: make the HTML pages from it
         if not (html.parent / "pod").is_dir():
