@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from shared.cli import cli
 from shared.feedback.store import FeedbackStore
 from shared.home import Home
+from shared.store import Store
 
 from .helpers.slack_history import DM, HELP, SlackHistory, check, msg
 
@@ -271,3 +272,31 @@ def test_the_history_interval_setting():
     for bad, said in (("10s", "at least a minute"), ("soon", "not a duration")):
         with pytest.raises(ConfigError, match=said):
             load_settings(history_interval=bad)
+
+
+async def test_shutdown_stops_an_import_between_threads_and_the_next_goes_on(store_copy, tmp_path):
+    import json
+
+    from slack_sdk import WebClient
+
+    from bot.history import import_history
+
+    from .helpers.slack_api import serving
+
+    api = await SlackHistory().start()
+    api.rate_limit["conversations.replies"] = 1  # the first thread takes a second to read
+    try:
+        async with serving(serve_settings(), SECRET, api=api):
+            await wait_for(lambda: api.calls_of("conversations.replies"))
+            started = time.monotonic()
+        assert time.monotonic() - started < 10  # the thread being read, then it stopped
+        home = Home.open(tmp_path / "home")
+        state = json.loads((home.root / "history" / f"{HELP}.json").read_text())
+        assert state["pass"] is not None and state["complete_through"] is None  # interrupted, saved
+        assert len(labels_by_question(home)) < 4
+        client = WebClient(token="xoxb-test", base_url=api.base_url)
+        with Store.open(home.store_path) as store:
+            report = await asyncio.to_thread(import_history, client, home, store, ["help-docs"])
+        assert report.resumed and len(labels_by_question(home)) == 4
+    finally:
+        await api.stop()
