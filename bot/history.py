@@ -119,8 +119,9 @@ class HistoryImport:
     """Reads channels through ``client`` and records labels for threads answered with docs links."""
 
     def __init__(self, client: WebClient, home: Home, resolver: Resolver, feedback: FeedbackStore | None = None,
-                 *, log_fn: Callable[[str], None] = log.info):
+                 *, log_fn: Callable[[str], None] = log.info, stop: Callable[[], bool] | None = None):
         self.client = client
+        self.stop = stop or (lambda: False)  # asked between threads and pages: the import then saves and returns
         self.home = home
         self.resolver = resolver
         self.feedback = feedback or FeedbackStore(home)
@@ -157,6 +158,8 @@ class HistoryImport:
         report = ImportReport()
         resolved = [self.channel_id(c) for c in channels]  # every name is checked before anything is read
         for channel, name in resolved:
+            if self.stop():
+                break
             report.channels.append(name)
             self._channel(channel, team, report, max_threads)
         self.feedback.drain()
@@ -188,7 +191,7 @@ class HistoryImport:
                 if data["threads"].get(ts) == latest:
                     report.threads_skipped_unchanged += 1
                     continue
-                if max_threads is not None and report.threads_read >= max_threads:
+                if self.stop() or max_threads is not None and report.threads_read >= max_threads:
                     state.save()  # the next run goes on from this page; threads read are not read again
                     return
                 self._thread(channel, ts, team, report)
@@ -197,6 +200,8 @@ class HistoryImport:
             state.save()
             if not run["cursor"]:
                 break
+            if self.stop():
+                return
         data["complete_through"], data["pass"] = run["newest"], None
         state.save()
 

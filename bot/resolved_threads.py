@@ -6,6 +6,12 @@ thanks in the thread), the thread is read again and goes through the same extrac
 history import (``shared.history.label_thread``): the linked sections become labels on the
 bot's recorded question (they are what its answer should have found), and the question with the
 person's answer becomes a resolved-thread document, citable with a link back to the thread.
+
+The app calls ``on_reaction`` (a resolved reaction such as ✅ on a message that is not one of the
+bot's answers) and ``on_thanks`` (thanks written in a thread). Both filter cheaply first (is the
+person the asker of a question the bot answered there?) and never raise: a failure is logged.
+A document is made only from a public channel's thread: what people said in a private channel or
+a direct message is never shown to others. The labels are recorded wherever the bot answered.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import OrderedDict
 
 from shared.feedback.store import FeedbackStore
 from shared.history import STRONG, ThreadLabel, docs_entry, label_thread
@@ -27,6 +34,7 @@ __all__ = ["ResolvedThreads"]
 
 log = logging.getLogger("deepmem.bot")
 MAX_REPLIES = 1000  # a thread longer than this is read to here
+REMEMBERED = 10_000  # recorded threads remembered (a later ✅ on the same answer is not recorded again)
 
 
 class ResolvedThreads:
@@ -35,7 +43,8 @@ class ResolvedThreads:
         self.settings = settings
         self._resolver: tuple[int, Resolver] | None = None
         self._lock = threading.Lock()
-        self._done: set[tuple[str, str, str]] = set()  # (channel, thread, answer) already recorded
+        self._done: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # (channel, thread, answer) recorded
+        self._recording = asyncio.Lock()  # one thread recorded at a time: two ✅ at once record once
 
     @property
     def store(self):
@@ -55,12 +64,44 @@ class ResolvedThreads:
                                    "AND source = 'slack' ORDER BY asked_at LIMIT 1", [channel, thread_ts])
         return rows[0] if rows else None
 
-    async def check(self, client, channel: str, thread_ts: str) -> ThreadLabel | None:
+    async def _asked_here(self, channel: str, user: str) -> bool:
+        rows = await asyncio.to_thread(
+            self.qa.feedback.rows, "SELECT 1 AS asked FROM questions WHERE channel_id = ? AND user_id = ? "
+                                   "AND source = 'slack' AND thread_ts IS NOT NULL LIMIT 1", [channel, user])
+        return bool(rows)
+
+    async def on_reaction(self, client, channel: str, user: str, message_ts: str) -> ThreadLabel | None:
+        """``user`` reacted resolved to the message ``message_ts`` (not one of the bot's answers)."""
+        try:
+            if not (channel and user and message_ts) or not await self._asked_here(channel, user):
+                return None  # the common case, answered without calling Slack: not someone the bot answered here
+            page = await client.conversations_replies(channel=channel, ts=message_ts, limit=1)
+            first = (page.get("messages") or [{}])[0]
+            thread_ts = first.get("thread_ts")
+            if not thread_ts:
+                return None  # a message outside any thread
+            return await self.check(client, channel, str(thread_ts), by=user)
+        except Exception as exc:  # never let bookkeeping take a listener down
+            log.warning("could not check a resolved thread in %s: %s: %s", channel, exc.__class__.__name__, exc)
+            return None
+
+    async def on_thanks(self, client, channel: str, user: str, thread_ts: str) -> ThreadLabel | None:
+        """``user`` wrote thanks in the thread ``thread_ts``."""
+        try:
+            return await self.check(client, channel, thread_ts, by=user)
+        except Exception as exc:
+            log.warning("could not check a resolved thread in %s: %s: %s", channel, exc.__class__.__name__, exc)
+            return None
+
+    async def check(self, client, channel: str, thread_ts: str, *, by: str | None = None) -> ThreadLabel | None:
         """Read the thread; when a person's answer with docs links is marked resolved by the asker,
-        record it (once). Returns the label recorded, or None."""
+        record it (once). ``by``: who marked it; nothing is read unless that is the asker.
+        Returns the label recorded, or None."""
         question = await self._question(channel, thread_ts)
         if question is None:
             return None  # not a thread the bot answered
+        if by is not None and by != question["user_id"]:
+            return None  # only the asker can say their question was answered
         raw: list[dict] = []
         cursor = None
         while len(raw) < MAX_REPLIES:
@@ -77,30 +118,46 @@ class ResolvedThreads:
         if label is None or label.strength < STRONG:
             return None
         key = (channel, thread_ts, label.answer_ts)
-        if key in self._done:
-            return None
-        self._done.add(key)
+        async with self._recording:
+            if key in self._done:
+                return None
+            recorded = await self._record(client, channel, thread_ts, question, label, resolver)
+            self._done[key] = None
+            while len(self._done) > REMEMBERED:
+                self._done.popitem(last=False)
+            return recorded
+
+    async def _record(self, client, channel: str, thread_ts: str, question: dict, label: ThreadLabel,
+                      resolver: Resolver) -> ThreadLabel:
+        """Labels on the bot's question (replacing an earlier read's), then the thread's document."""
         rows = [{"target": docs_entry(resolver, url), "value": label.strength, "user_id": label.answerer}
                 for url in label.links]
         self.qa.feedback.record([FeedbackStore.labels_op(question["id"], "thread", rows)])
+        where, public = await self._place(client, channel)
+        if not public:
+            log.info("resolved thread recorded: %d linked sections (not a public channel: no document)", len(rows))
+            return label
         try:
             link = (await client.chat_getPermalink(channel=channel, message_ts=thread_ts)).get("permalink")
         except Exception as exc:  # the labels are kept; the document needs the thread's address
             log.info("no permalink for a resolved thread in %s: %s", channel, exc.__class__.__name__)
             return label
         if link:
-            where = await self._channel_name(client, channel)
             searcher = self.qa.answerer.searcher
             await asyncio.to_thread(add_thread_document, searcher.store, searcher.embedder, self.settings, url=link,
                                     channel=channel, thread_ts=thread_ts, question=question["text"],
                                     answer=label.answer, users=[label.asker, label.answerer], where=where)
-        log.info("resolved thread in %s recorded: %d linked sections", channel, len(rows))
+        log.info("resolved thread in %s recorded: %d linked sections", where, len(rows))
         return label
 
-    async def _channel_name(self, client, channel: str) -> str:
+    async def _place(self, client, channel: str) -> tuple[str, bool]:
+        """A readable name of the channel, and whether it is public (only then is a thread shown to others)."""
         try:
-            info = await client.conversations_info(channel=channel)
-            name = (info.get("channel") or {}).get("name")
-            return f"#{name}" if name else "a channel"
-        except Exception:
-            return "a channel"
+            info = (await client.conversations_info(channel=channel)).get("channel") or {}
+        except Exception as exc:  # unknown: treated as private
+            log.info("no channel info for %s: %s", channel, exc.__class__.__name__)
+            return "a channel", False
+        public = bool(info.get("is_channel")) and not any(info.get(k) for k in ("is_private", "is_im", "is_mpim",
+                                                                                  "is_group"))
+        name = info.get("name")
+        return (f"#{name}" if name else "a channel"), public

@@ -11,7 +11,11 @@
   the spool one last time;
 - the feedback spool is drained every second;
 - services registered under the ``deepmem.services`` entry point (the nightly trainer) start
-  in the same process; the bot knows them only by that interface.
+  in the same process; the bot knows them only by that interface;
+- with SLACK_BOT_TOKEN and DEEPMEM_HISTORY_CHANNELS, the channels' history is imported in the
+  background (``bot.history``): once at start, without delaying readiness, then every
+  DEEPMEM_HISTORY_INTERVAL, incrementally. A failed import is logged and tried again at the next
+  interval; shutdown stops an import between two threads (the next one goes on from there).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import logging
 import re
 import signal
+import threading
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -41,7 +46,7 @@ from shared.vector_index import MemoryIndex
 from .inflight import InFlight
 from .web import add_chat_routes
 
-__all__ = ["Runtime", "build_runtime", "build_web_app", "serve", "chat_mounted"]
+__all__ = ["Runtime", "build_runtime", "build_web_app", "serve", "chat_mounted", "import_history_forever"]
 
 log = logging.getLogger("deepmem.serve")
 REJECTED_APP_TOKEN = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
@@ -96,6 +101,37 @@ def chat_mounted(settings: Settings) -> bool:
                           "DEEPMEM_CHAT_TOKEN (a shared token) or DEEPMEM_CHAT_USER_HEADER (a header your "
                           "reverse proxy sets), or listen on 127.0.0.1")
     return True
+
+
+async def import_history_forever(runtime: Runtime, stopping: threading.Event) -> None:
+    """Import the history of DEEPMEM_HISTORY_CHANNELS now, then every DEEPMEM_HISTORY_INTERVAL, until ``stopping``."""
+    from slack_sdk import WebClient
+
+    from shared.queries import Resolver
+
+    from .history import HistoryImport
+
+    settings = runtime.settings
+    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    channels = ", ".join(settings.history_channels)
+
+    def run_once():
+        importer = HistoryImport(client, runtime.home, Resolver(runtime.store), runtime.feedback,
+                                 stop=stopping.is_set)
+        return importer.run(settings.history_channels)
+
+    while not stopping.is_set():
+        try:
+            report = await asyncio.to_thread(run_once)
+            if not stopping.is_set():
+                log.info("history of %s imported: %d threads read, %d questions labeled (%d resolved or thanked)",
+                         channels, report.threads_read, report.labeled, report.strong)
+        except Exception as exc:  # Slack down, a channel the bot left: the bot goes on, the next run retries
+            log.warning("history of %s not imported: %s", channels, exc)
+        waited = 0.0
+        while waited < settings.history_interval and not stopping.is_set():
+            await asyncio.sleep(min(1.0, settings.history_interval - waited))
+            waited += 1.0
 
 
 def build_web_app(runtime: Runtime) -> web.Application:
@@ -201,8 +237,25 @@ def build_web_app(runtime: Runtime) -> web.Application:
         yield
         await runtime.in_flight.wait(SHUTDOWN_WAIT)  # before the last drain: their records go with it
 
-    # cleaned up in reverse: services stop, Socket Mode closes, listeners in flight finish, the spool drains
-    app.cleanup_ctx.extend([drain_spool, in_flight, socket_mode, services])
+    async def history(app):
+        task, stopping = None, threading.Event()
+        if settings.history_channels and settings.slack_bot_token is not None and settings.history_interval:
+            task = asyncio.create_task(import_history_forever(runtime, stopping))
+            every = settings.history_interval
+            every = f"{every / 3600:g} h" if every >= 3600 else f"{every / 60:g} min"
+            runtime.services.append(f"history import ({', '.join(settings.history_channels)}, every {every})")
+        yield
+        if task is not None:
+            stopping.set()  # an import in progress stops after the thread it is reading
+            try:
+                await asyncio.wait_for(task, SHUTDOWN_WAIT)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                log.warning("the history import did not stop in %.0f s; it goes on where it stopped next time",
+                            SHUTDOWN_WAIT)
+
+    # cleaned up in reverse: the history import and services stop, Socket Mode closes, listeners in flight
+    # finish, the spool drains
+    app.cleanup_ctx.extend([drain_spool, in_flight, socket_mode, services, history])
     return app
 
 

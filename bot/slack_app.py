@@ -5,6 +5,10 @@
 - Buttons, source clicks and reactions on an answer become feedback events. After a 👎 (button
   or reaction) the user is shown, privately in the thread, the retrieved sections the answer did
   not show: a click on the right one tells what the answer should have been.
+- In a thread the bot answered, when a person replies with links into the docs and the asker marks
+  that reply resolved (a ✅ on it, or thanks in the thread), the thread is read again
+  (``bot.resolved_threads``): its links become labels on the question, and in a public channel
+  the answer becomes a citable document. Thanks that ask nothing is not answered.
 - Slack is acknowledged at once; retrieval and generation run afterwards, off the event loop.
 - A retried or duplicated delivery is answered once: events are remembered by their id.
 - The bot ignores itself (Bolt) and every other bot (a middleware here).
@@ -32,12 +36,14 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from shared.errors import ConfigError
+from shared.history import RESOLVED_REACTIONS, THANKS, is_question
 from shared.qa import QAService, reaction_value
 from shared.settings import Settings
 
 from . import outgoing
 from .blocks import answer_blocks, other_sources_blocks, parse_value
 from .inflight import InFlight
+from .resolved_threads import ResolvedThreads
 
 __all__ = ["build_slack_app", "SeenKeys", "signing_secret", "MAX_QUESTION"]
 
@@ -106,6 +112,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     messages: dict[str, str] = {}  # answer message ts -> question id (recent answers)
     question_threads: dict[str, str] = {}  # question id -> thread ts (recent answers)
     threads: dict[str, bool] = {}  # threads the bot answered in: follow-ups there are answered too
+    resolved = ResolvedThreads(qa, settings)
 
     # -- middleware ----------------------------------------------------------------------
     @app.middleware
@@ -189,16 +196,29 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
             return  # the app_mention listener answers it
         in_dm = event.get("channel_type") == "im"
         follow_up = event.get("thread_ts") and event["thread_ts"] in threads
-        if not (in_dm or follow_up):
+        # thanks in a thread: perhaps the asker saying a person's answer resolved it (any thread: the
+        # bot may have answered it before a restart; ResolvedThreads looks that up)
+        thanks = bool(event.get("thread_ts")) and bool(THANKS.search(text))
+        asks = not thanks or is_question(_question_text(text))  # "thanks, that worked!" is not answered
+        if not (thanks or ((in_dm or follow_up) and asks)):
             return
         if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
+        if thanks:
+            checking = resolved.on_thanks(client, event["channel"], event["user"], event["thread_ts"])
+            if not ((in_dm or follow_up) and asks):
+                await checking
+                return
         thread_ts = event.get("thread_ts") or event["ts"]
         history = await history_of(client, event["channel"], thread_ts, event["ts"], context.bot_user_id) \
             if event.get("thread_ts") else []
-        await answer(client, channel=event["channel"], thread_ts=thread_ts, text=_question_text(text),
-                     user=event["user"], team=body.get("team_id"), key=body.get("event_id") or event["ts"],
-                     history=history)
+        answering = answer(client, channel=event["channel"], thread_ts=thread_ts, text=_question_text(text),
+                           user=event["user"], team=body.get("team_id"), key=body.get("event_id") or event["ts"],
+                           history=history)
+        if thanks:
+            await asyncio.gather(checking, answering)
+        else:
+            await answering
 
     async def ack_ask(ack, command):
         text = (command.get("text") or "").strip()
@@ -291,17 +311,20 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         item = event.get("item") or {}
         name = (event.get("reaction") or "").split("::", 1)[0]
         value = reaction_value(name)
-        if item.get("type") != "message" or value == 0:
+        resolves = added and name in RESOLVED_REACTIONS
+        if item.get("type") != "message" or not (value or resolves):
             return
         key = body.get("event_id") or f"{event.get('event_ts')}:{event.get('user')}:{name}:{added}"
         if not deliveries.first_time(key):
             return
         question = await question_of(item.get("ts"))
-        if question:
+        if question and value:
             await asyncio.to_thread(qa.vote, question, event["user"], value if added else 0,
                                     via=f"reaction:{name}", event_id=key)
             if added and value < 0:
                 await offer_other_sources(client, question, event["user"], item.get("channel"), None)
+        elif not question and resolves:  # on someone's reply: perhaps the asker marking it resolved
+            await resolved.on_reaction(client, item.get("channel"), event.get("user"), item.get("ts"))
 
     @app.event("reaction_added")
     @track

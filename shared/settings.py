@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -78,6 +79,10 @@ class Settings(BaseSettings):
     history_channels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("DEEPMEM_HISTORY_CHANNELS"),
         description="comma-separated channels whose threads `serve` and `history import` read")
+    history_interval: float | None = Field(
+        86400.0, validation_alias=_env("DEEPMEM_HISTORY_INTERVAL"),
+        description="how often `serve` reads DEEPMEM_HISTORY_CHANNELS (at start, then every 30m, 6h, 1d, ...), "
+                    "in seconds after validation; 'off': serve never reads them (`history import` still does)")
 
     # serving and the nightly job
     host: str = Field("127.0.0.1", validation_alias=_env("DEEPMEM_HOST"))
@@ -100,6 +105,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [c.strip() for c in value.split(",") if c.strip()]
         return value
+
+    @field_validator("history_interval", mode="before")
+    @classmethod
+    def _interval(cls, value):
+        """'off', seconds, or a number with a unit (s, m, h, d): seconds, at least a minute, or None."""
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            if text in ("off", "none", "never", "no", "false"):
+                return None
+            match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?", text)
+            if not match:
+                raise ValueError(f"DEEPMEM_HISTORY_INTERVAL: {value!r} is not a duration such as 30m, 6h or 1d, "
+                                 f"or 'off'")
+            seconds = float(match.group(1)) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400,
+                                               None: 1}[match.group(2)]
+        if seconds < 60:
+            raise ValueError("DEEPMEM_HISTORY_INTERVAL must be at least a minute (or 'off')")
+        return seconds
 
     @field_validator(*SECRET_FIELDS, mode="before")
     @classmethod

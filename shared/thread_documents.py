@@ -46,7 +46,7 @@ def add_thread_document(store: Store, embedder: Embedder, settings: Settings, *,
     store.bind_embedder(embedder.name, embedder.dim)
     source = store.source(THREADS_SOURCE) or store.upsert_source(THREADS_SOURCE, THREAD_KIND)
     content = f"{question}\x1f{answer}".encode()
-    with store.transaction():
+    with store.lock, store.transaction():  # the server's connection is shared with its searches
         store.write_page(source_id=source.id, url=url, path=thread_path(channel, thread_ts, users), title=title,
                          content_hash=hashlib.sha256(content).hexdigest(), size=len(content), chunks=chunks,
                          embed_hashes=hashes, vectors=[v.astype("float32").tobytes() for v in vectors], links=[])

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from shared.cli import cli
 from shared.feedback.store import FeedbackStore
 from shared.home import Home
+from shared.store import Store
 
 from .helpers.slack_history import DM, HELP, SlackHistory, check, msg
 
@@ -180,3 +181,122 @@ def test_the_docs_own_questions_point_where_their_answers_link(store_copy, embed
         | resolver.resolve_entry("https://sqlite.org/wal.html")
     own = resolver.resolve_entry("https://example.org/faq.md#why-does-a-second-writer-get-sqlite_busy")
     assert own and busy.exclude == own
+
+
+# -- serve: the history of DEEPMEM_HISTORY_CHANNELS, at start and then every DEEPMEM_HISTORY_INTERVAL --------------
+
+SECRET = "test-signing-secret"
+
+
+def serve_settings(**more):
+    from shared.settings import load_settings
+
+    return load_settings(slack_bot_token="xoxb-test", slack_signing_secret=SECRET, port=0, retrain_cron="off",
+                         history_channels="help-docs", **more)
+
+
+async def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(condition)
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def history_questions(feedback: FeedbackStore) -> set[str]:
+    return {r["question"] for r in feedback.labels() if r["source"] == "history"}
+
+
+async def test_serve_imports_the_channels_history_in_the_background_at_start(store_copy):
+    from .helpers.slack_api import serving
+
+    api = await SlackHistory().start()
+    api.rate_limit["conversations.history"] = 2  # a slow first page: readiness must not wait for it
+    try:
+        async with serving(serve_settings(), SECRET, api=api) as slack:
+            async with slack.session.get(f"{slack.url}/healthz") as r:
+                assert r.status == 200
+            assert not history_questions(slack.runtime.feedback)  # still waiting out the 429s
+            assert any(s.startswith("history import (help-docs, every 24 h)") for s in slack.runtime.services)
+            labeled = await wait_for(lambda: len(history_questions(slack.runtime.feedback)) == 4 and
+                                     history_questions(slack.runtime.feedback))
+            assert "How do I make a column autoincrement in SQLite?" in labeled
+            assert {c["channel"] for c in api.calls_of("conversations.history")} == {HELP}
+    finally:
+        await api.stop()
+
+
+async def test_serve_imports_again_every_interval_reading_only_what_is_new(store_copy):
+    from .helpers.slack_api import serving
+
+    api = await SlackHistory().start()
+    settings = serve_settings().model_copy(update={"history_interval": 1.0})  # a minute at least, in production
+    try:
+        async with serving(settings, SECRET, api=api) as slack:
+            await wait_for(lambda: len(history_questions(slack.runtime.feedback)) == 4)
+            await asyncio.sleep(0.5)
+            api.calls.clear()
+            api.add_thread(HELP, [msg("1700001100.000100", "U14ASKER7", "Does VACUUM need twice the disk space?"),
+                                  msg("1700001160.000100", "U02HELPER", "<https://sqlite.org/lang_vacuum.html>",
+                                      reactions=check("U14ASKER7"))])
+            await wait_for(lambda: "Does VACUUM need twice the disk space?" in
+                           history_questions(slack.runtime.feedback))
+            assert {c["ts"] for c in api.calls_of("conversations.replies")} == {"1700001100.000100"}
+    finally:
+        await api.stop()
+
+
+async def test_serve_reads_no_history_when_the_interval_is_off(store_copy):
+    from .helpers.slack_api import serving
+
+    api = await SlackHistory().start()
+    try:
+        async with serving(serve_settings(history_interval="off"), SECRET, api=api) as slack:
+            await asyncio.sleep(1.5)
+            assert not api.calls_of("conversations.history") and not api.calls_of("conversations.list")
+            assert not any(s.startswith("history import") for s in slack.runtime.services)
+    finally:
+        await api.stop()
+
+
+def test_the_history_interval_setting():
+    from shared.errors import ConfigError
+    from shared.settings import load_settings
+
+    assert load_settings().history_interval == 86400
+    assert load_settings(history_interval="6h").history_interval == 6 * 3600
+    assert load_settings(history_interval="30m").history_interval == 1800
+    assert load_settings(history_interval="off").history_interval is None
+    for bad, said in (("10s", "at least a minute"), ("soon", "not a duration")):
+        with pytest.raises(ConfigError, match=said):
+            load_settings(history_interval=bad)
+
+
+async def test_shutdown_stops_an_import_between_threads_and_the_next_goes_on(store_copy, tmp_path):
+    import json
+
+    from slack_sdk import WebClient
+
+    from bot.history import import_history
+
+    from .helpers.slack_api import serving
+
+    api = await SlackHistory().start()
+    api.rate_limit["conversations.replies"] = 1  # the first thread takes a second to read
+    try:
+        async with serving(serve_settings(), SECRET, api=api):
+            await wait_for(lambda: api.calls_of("conversations.replies"))
+            started = time.monotonic()
+        assert time.monotonic() - started < 10  # the thread being read, then it stopped
+        home = Home.open(tmp_path / "home")
+        state = json.loads((home.root / "history" / f"{HELP}.json").read_text())
+        assert state["pass"] is not None and state["complete_through"] is None  # interrupted, saved
+        assert len(labels_by_question(home)) < 4
+        client = WebClient(token="xoxb-test", base_url=api.base_url)
+        with Store.open(home.store_path) as store:
+            report = await asyncio.to_thread(import_history, client, home, store, ["help-docs"])
+        assert report.resumed and len(labels_by_question(home)) == 4
+    finally:
+        await api.stop()

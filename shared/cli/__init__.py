@@ -136,7 +136,8 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
     """Ingest a docs site (crawl), a folder or an archive; with no TARGET, re-ingest every known source.
 
     Re-ingesting is incremental: unchanged pages are skipped, changed pages replaced, and
-    pages gone from the source removed.
+    pages gone from the source removed. Resolved Slack threads (source chat-threads) are not
+    re-ingested: the bot adds them one at a time, and they are kept.
 
     Example:
 
@@ -144,13 +145,18 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
     """
     from ..ingest import ingest as run_ingest
     from ..sources import DEMO_BASE_URL, demo_archive
+    from ..thread_documents import THREAD_KIND
 
     store = app.store()
     if demo:
         if target:
             raise click.UsageError("give either TARGET or --demo, not both")
         target, base_url = str(demo_archive()), base_url or DEMO_BASE_URL
-    targets = [(target, base_url)] if target else [(s.uri, s.base_url) for s in store.sources()]
+    if target is not None and getattr(store.source(target), "kind", None) == THREAD_KIND:
+        raise click.UsageError(f"{target} holds the resolved threads the bot adds one at a time: there is nothing to "
+                               f"ingest (`deepmem feedback forget USER` removes a person's threads)")
+    targets = [(target, base_url)] if target else [(s.uri, s.base_url) for s in store.sources()
+                                                   if s.kind != THREAD_KIND]
     if not targets:
         raise click.UsageError("nothing to ingest: give a URL, a folder or an archive (or --demo)")
     results, failed = [], []  # one bad source is reported and skipped: the others are ingested
@@ -269,8 +275,10 @@ def status(app: App, as_json: bool) -> None:
     click.echo(f"store:     {info['pages']} pages, {info['chunks']} chunks, {info['tokens']:,} tokens, "
                f"{info['bytes'] / 1e6:.1f} MB")
     for s in info["sources"]:
+        last = "resolved Slack threads, added by the bot" if s["kind"] == "thread" else \
+            f"last ingest {s['last_ingest_at'] or 'never'}"
         click.echo(f"source:    {s['uri']} ({s['kind']}{', ' + s['base_url'] if s['base_url'] else ''}): "
-                   f"{s['pages']} pages, last ingest {s['last_ingest_at'] or 'never'}")
+                   f"{s['pages']} pages, {last}")
     adapter = info["adapter"] or "none (plain search)"
     click.echo(f"adapter:   {adapter}" + (f": {info['adapter_problem']}" if info["adapter_problem"] else ""))
     if info["memory_problem"]:

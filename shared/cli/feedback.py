@@ -61,12 +61,16 @@ def import_(app: App, path: str) -> None:
 @click.argument("user")
 @pass_app
 def forget(app: App, user: str) -> None:
-    """Delete everything USER asked or did (their questions, votes and clicks)."""
+    """Delete everything USER asked or did (their questions, votes, clicks and history labels), and the
+    resolved-thread documents they took part in."""
     from ..feedback.store import FeedbackStore
+    from ..thread_documents import remove_thread_documents
 
     counts = FeedbackStore(app.home).forget(user)
+    threads = remove_thread_documents(app.store(create=False), user) if app.home.store_path.exists() else 0
     click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events"
-               + (f", {counts['quarantined']} quarantined operations" if counts["quarantined"] else ""))
+               + (f", {counts['quarantined']} quarantined operations" if counts["quarantined"] else "")
+               + (f", {threads} resolved-thread document{'s' if threads != 1 else ''}" if threads else ""))
 
 
 @feedback.command()

@@ -32,7 +32,13 @@ def list_(app: App, as_json: bool) -> None:
         return
     if not rows:
         click.echo("no sources yet: `deepmem ingest URL|FOLDER|ARCHIVE`")
+    from ..thread_documents import THREAD_KIND
+
     for r in rows:
+        if r["kind"] == THREAD_KIND:
+            click.echo(f"{r['uri']} (resolved Slack threads): {r['pages']} pages, {r['chunks']} chunks; added by the "
+                       f"bot as threads are resolved, kept when the docs are re-ingested")
+            continue
         last = r["last_ingest_at"] or "never"
         notes = (f", {r['last_failures']} pages failed" if r["last_failures"] else "") + \
             ("" if r["last_complete"] else ", read incompletely")

@@ -185,7 +185,11 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         if config.reingest:
             from ..ingest import ingest
 
+            from ..thread_documents import THREAD_KIND
+
             for source in store.sources():  # one source that cannot be read must not stop the others
+                if source.kind == THREAD_KIND:
+                    continue  # resolved threads are added one at a time, never re-ingested
                 try:
                     report = ingest(store, embedder, settings, source.uri, base_url=source.base_url, progress=False)
                 except StoreError:

@@ -2,11 +2,14 @@
 
 Records every call (method, form or JSON arguments, token) and answers like Slack does:
 auth.test, chat.postMessage (returns a fresh ts), chat.postEphemeral, chat.update,
-conversations.replies (returns the thread as the test seeded it), and for Socket Mode
+conversations.replies (returns the thread as the test seeded it; given the ts of a reply, the
+thread it is in, as Slack does), conversations.info (``channels``: id -> name, public; others are
+not found), chat.getPermalink (an archives URL of the message), and for Socket Mode
 apps.connections.open (an app-level token gets a WebSocket URL on this server) and the WebSocket
 itself: a hello on connect, then the envelopes a test sends, whose acknowledgements it records.
 Faults: ``refuse_channels`` (chat.postMessage there fails with not_in_channel, as when the bot is
-not in the channel) and ``delay`` (seconds before answering chat.postMessage: a slow Slack).
+not in the channel), ``errors`` (a method answers with that error) and ``delay`` (seconds before
+answering chat.postMessage: a slow Slack).
 
 ``Harness`` posts signed requests to a running deepmem server; ``serving`` runs one.
 """
@@ -41,6 +44,8 @@ class SlackAPI:
         self.sockets: list[web.WebSocketResponse] = []
         self.acks: list[dict] = []  # what the app sent back over Socket Mode
         self.refuse_channels: set[str] = set()
+        self.channels: dict[str, dict] = {"C1": {"name": "help-docs"}}  # id -> conversations.info fields
+        self.errors: dict[str, str] = {}  # method -> the error it answers with (ok: false), until removed
         self.delay = 0.0
 
     @property
@@ -63,6 +68,8 @@ class SlackAPI:
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
         self.calls.append({"method": method, "args": args, "auth": request.headers.get("Authorization")})
+        if method in self.errors:
+            return web.json_response({"ok": False, "error": self.errors[method]})
         if method == "auth.test":
             return web.json_response({"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "deepmem",
                                       "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID})
@@ -77,6 +84,7 @@ class SlackAPI:
             self.calls[-1]["ts"] = ts
             message = {"ts": ts, "text": args.get("text"), "bot_id": BOT_ID, "user": BOT_USER}
             if args.get("thread_ts"):
+                message["thread_ts"] = args["thread_ts"]
                 self.threads.setdefault(args["thread_ts"], []).append(message)
             return web.json_response({"ok": True, "channel": args.get("channel"), "ts": ts, "message": message})
         if method == "chat.postEphemeral":
@@ -86,8 +94,22 @@ class SlackAPI:
                 return web.json_response({"ok": False, "error": "invalid_auth"})
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=t1"})
         if method == "conversations.replies":
-            return web.json_response({"ok": True, "messages": self.threads.get(args.get("ts"), []),
-                                      "has_more": False})
+            ts = args.get("ts")
+            thread = self.threads.get(ts)
+            if thread is None:  # the ts of a reply: the thread it is in
+                thread = next((t for t in self.threads.values() if any(m.get("ts") == ts for m in t)), [])
+            return web.json_response({"ok": True, "messages": thread, "has_more": False})
+        if method == "conversations.info":
+            channel = args.get("channel")
+            if channel not in self.channels:
+                return web.json_response({"ok": False, "error": "channel_not_found"})
+            return web.json_response({"ok": True, "channel": {"id": channel, "is_channel": True, "is_private": False,
+                                                              "is_im": False, "is_mpim": False}
+                                      | self.channels[channel]})
+        if method == "chat.getPermalink":
+            channel, ts = args.get("channel"), args.get("message_ts") or ""
+            return web.json_response({"ok": True, "channel": channel,
+                                      "permalink": f"https://test.slack.com/archives/{channel}/p{ts.replace('.', '')}"})
         return web.json_response({"ok": False, "error": "unknown_method"})
 
     async def _socket(self, request: web.Request):
