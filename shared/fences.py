@@ -1,7 +1,8 @@
 """Fences around untrusted text in LLM prompts, which the text itself cannot forge.
 
 A prompt puts documents and the user's words between tags (``<source>…</source>``,
-``<question>…</question>``, ``<passage>…</passage>``) and tells the model they are data. A document
+``<question>…</question>``, ``<passage>…</passage>``, ``<example>…</example>``: a real question shown
+as an example of how people ask) and tells the model they are data. A document
 that contains ``</source>`` followed by ``<question>…</question>`` would otherwise close its fence
 and forge a question that looks exactly like the real one. ``neutralise`` turns every such tag in
 untrusted text (any case, with spaces or attributes) into a look-alike with other brackets, so the
@@ -14,7 +15,7 @@ import re
 
 __all__ = ["FENCE_TAGS", "neutralise", "fence", "one_line"]
 
-FENCE_TAGS = ("source", "sources", "question", "passage", "history")
+FENCE_TAGS = ("source", "sources", "question", "passage", "history", "example")
 _TAG = re.compile(r"<\s*/?\s*(?:" + "|".join(FENCE_TAGS) + r")\b[^<>]*>?", re.IGNORECASE)
 
 

@@ -42,18 +42,11 @@ def train(app: App, generator, queries, eval_queries, no_activate, epochs, time_
 
         deepmem train --eval-queries real-questions.jsonl
     """
-    from ..deep_memory.job import TrainOptions, run_training
+    from ..deep_memory.job import TrainOptions, run_training, training_style
     from ..deep_memory.trainer import TrainConfig
     from ..questions.llm import estimate as llm_estimate
 
     store = app.store(create=False)
-    if generator == "llm" or (generator == "auto" and app.settings.llm_configured):
-        plan = llm_estimate(store, app.settings)
-        cost = f", about ${plan['estimated_cost_usd']:.2f}" if plan["estimated_cost_usd"] is not None else ""
-        click.echo(f"llm questions: {plan['to_generate']} to generate ({plan['cached']} cached), "
-                   f"{plan['prompt_tokens']:,} prompt tokens with {plan['model']}{cost}", err=True)
-        if estimate:
-            return
     config = TrainConfig(seed=seed, time_budget_s=time_budget)
     if epochs:
         config.max_epochs = epochs
@@ -61,6 +54,14 @@ def train(app: App, generator, queries, eval_queries, no_activate, epochs, time_
                            eval_queries=[Path(q) for q in eval_queries] + _demo_questions(store),
                            activate="never" if no_activate else "if-better", config=config,
                            progress=not quiet and not as_json)
+    if generator == "llm" or (generator == "auto" and app.settings.llm_configured):
+        plan = llm_estimate(store, app.settings, training_style(store, app.home, options))
+        cost = f", about ${plan['estimated_cost_usd']:.2f}" if plan["estimated_cost_usd"] is not None else ""
+        again = f"; {plan['restyle']} again in people's style" if plan["restyle"] else ""
+        click.echo(f"llm questions: {plan['to_generate']} to generate ({plan['cached']} cached{again}), "
+                   f"{plan['prompt_tokens']:,} prompt tokens with {plan['model']}{cost}", err=True)
+        if estimate:
+            return
     log = (lambda *a: None) if (quiet or as_json) else (lambda msg: click.echo(msg, err=True))
     report = run_training(store, app.embedder, app.home, app.settings, options, log=log)
     if as_json:

@@ -6,8 +6,9 @@ files, split by question; real training questions are weighted to make a fixed s
 training set (``training_set``). A new adapter is written as a new version and activated only
 when ``judge`` says so: on held-out real questions (the held-out side of the above, and every
 ``--eval-queries`` file, never trained on) whenever there are enough, with their noise; on the
-synthetic split (a diagnostic otherwise) only when there are not. Until the very end nothing is
-written, so an interrupted job leaves everything as it was.
+synthetic split (a diagnostic otherwise) only when there are not. The LLM generator is shown a few
+real training questions as examples of how people ask (``style_examples``; held-out ones never).
+Until the very end nothing is written, so an interrupted job leaves everything as it was.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..errors import DeepmemError, EmptyStore
 from ..evaluation import Comparison, evaluate
 from ..home import Home
 from ..queries import Query, ResolvedQuery, Resolver, load_queries
-from ..questions import resolve_generator, synthetic_questions
+from ..questions import StyleExamples, resolve_generator, synthetic_questions
 from ..questions.vectors import embed_questions
 from ..settings import Settings
 from ..store import Store
@@ -31,12 +32,12 @@ from ..vector_index import MemoryIndex
 from .adapter import LinearAdapter
 from .dataset import Dataset, Example, SplitSpec, split_salt
 from .judge import HeldOut, judge
-from .real_questions import RealQuestion, docs_questions, real_questions, split_real
+from .real_questions import RealQuestion, docs_questions, real_questions, split_real, style_examples
 from .trainer import TrainConfig, train_adapter
 from .training_set import RealMix, add_real
 from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
 
-__all__ = ["TrainOptions", "TrainReport", "run_training", "MIN_CHUNKS", "REAL_TEST_SHARE"]
+__all__ = ["TrainOptions", "TrainReport", "run_training", "training_style", "MIN_CHUNKS", "REAL_TEST_SHARE"]
 
 MIN_CHUNKS = 50
 REAL_TEST_SHARE = 0.3  # of the real questions (not --eval-queries files, which are all held out)
@@ -92,6 +93,19 @@ def _people_questions(home: Home, resolver: Resolver) -> list[RealQuestion]:
     return real_questions(FeedbackStore(home).labels(), resolver) if has_feedback(home) else []
 
 
+def _real_split(store: Store, home: Home, resolver: Resolver, options: TrainOptions):
+    """All real questions (people's, the docs' own, --queries files) and their train / held-out sides."""
+    real = (_people_questions(home, resolver) + docs_questions(store, resolver)
+            + _file_questions(resolver, options.queries, "queries"))
+    return (real, *split_real(real, options.config.seed, REAL_TEST_SHARE))
+
+
+def training_style(store: Store, home: Home, options: TrainOptions) -> StyleExamples | None:
+    """The real questions ``run_training`` will show the LLM generator (for the cost estimate)."""
+    _, train, _ = _real_split(store, home, Resolver(store), options)
+    return style_examples(train, options.config.seed)
+
+
 def run_training(store: Store, embedder: Embedder, home: Home, settings: Settings, options: TrainOptions,
                  log=print) -> TrainReport:
     started = time.perf_counter()
@@ -103,10 +117,12 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
                          f"to learn anything that generalises")
     store.check_embedder(embedder.name, embedder.dim)
 
-    # 1. questions: synthetic, split by chunk; real, split by question
-    generator = resolve_generator(options.generator, settings)
-    questions, qinfo = synthetic_questions(store, settings, generator, progress=options.progress)
+    # 1. questions: real, split by question; synthetic (in the style of the real training ones), split by chunk
     resolver = Resolver(store)
+    real, real_train, real_test = _real_split(store, home, resolver, options)
+    generator = resolve_generator(options.generator, settings)
+    questions, qinfo = synthetic_questions(store, settings, generator, progress=options.progress,
+                                           style=style_examples(real_train, options.config.seed))
     row_of = resolver.by_id
     by_style: dict[str, list] = {}
     for q in questions:
@@ -118,9 +134,6 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
     if options.max_train is not None and len(data.train) > options.max_train:
         rng = np.random.default_rng(options.config.seed)
         data.train = [data.train[i] for i in sorted(rng.choice(len(data.train), options.max_train, replace=False))]
-    real = (_people_questions(home, resolver) + docs_questions(store, resolver)
-            + _file_questions(resolver, options.queries, "queries"))
-    real_train, real_test = split_real(real, options.config.seed, REAL_TEST_SHARE)
     evaluation = _file_questions(resolver, options.eval_queries, "eval")
     mixed = add_real(data, real_train, options.mix)
     counts = data.counts() | mixed | {"real_questions": len(real), "real_test": len(real_test) + len(evaluation)}

@@ -4,7 +4,8 @@
 2. training data: synthetic questions (split by chunk) plus real questions (``real_questions``:
    feedback on answers, the workspace's history, imported labels, the docs' own questions),
    split by question: a held-out real test set is never trained on; the real training questions
-   are weighted to make a fixed share of what the adapter sees (``training_set``);
+   are weighted to make a fixed share of what the adapter sees (``training_set``), and the LLM
+   generator is shown a few of them as examples of how people ask (held-out ones never);
 3. train a challenger, on ``threads`` torch threads. The time budget is the whole run's: it is
    checked between stages and while question vectors are made, and training gets what the
    stages before it left (less a tenth for evaluating); a run out of time before training is
@@ -49,7 +50,7 @@ from ..vector_index import MemoryIndex
 from .dataset import Dataset, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy
 from .judge import HeldOut, judge
-from .real_questions import docs_questions, real_questions, split_real
+from .real_questions import docs_questions, real_questions, split_real, style_examples
 from .training_set import RealMix, add_real
 from .trainer import TrainConfig, train_adapter
 from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
@@ -202,18 +203,19 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         store.check_embedder(embedder.name, embedder.dim)
         row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
 
-        # synthetic questions, split by chunk
+        # real questions, split by question: the held-out side is never trained on, nor shown to the generator
+        resolver = Resolver(store)
+        real = real_questions(feedback.labels(), resolver, config.policy) + docs_questions(store, resolver)
+        real_train, real_test = split_real(real, config.seed, config.policy.test_share)
+
+        # synthetic questions (in the style of the real training ones), split by chunk
         generator = resolve_generator(config.generator, settings)
-        questions, qinfo = synthetic_questions(store, settings, generator, progress=False)
+        questions, qinfo = synthetic_questions(store, settings, generator, progress=False,
+                                               style=style_examples(real_train, config.seed))
         deadline.check("by the time the questions were made")
         items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
         spec = SplitSpec(salt=split_salt(config.seed))
         data = Dataset.build(store, [("synthetic", [i for i in items if i[1]])], spec)
-
-        # real questions, split by question: the held-out side is never trained on
-        resolver = Resolver(store)
-        real = real_questions(feedback.labels(), resolver, config.policy) + docs_questions(store, resolver)
-        real_train, real_test = split_real(real, config.seed, config.policy.test_share)
         mixed = add_real(data, real_train, config.mix)
         trained_on = {r for q in real_train for r in q.positives if r in data.units}
         trained_units = {data.units[r] for r in trained_on}  # a copy of a real-trained chunk was trained on too

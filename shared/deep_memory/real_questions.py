@@ -25,10 +25,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..queries import Resolver
+from ..questions.style import StyleExamples, choose_examples
 from ..store import Store
 from .feedback_data import FeedbackPolicy, labeled_questions
 
-__all__ = ["RealQuestion", "real_questions", "docs_questions", "split_real"]
+__all__ = ["RealQuestion", "real_questions", "docs_questions", "split_real", "style_examples"]
 
 QUESTION_HEADING = re.compile(
     r"^(?:how|what|why|when|where|which|who|can|could|is|are|does|do|did|should|would|will|has|have|"
@@ -151,3 +152,10 @@ def split_real(questions: list[RealQuestion], seed: int, test_share: float
         h = int.from_bytes(hashlib.sha256(f"real-{seed}\x1f{key}".encode()).digest()[:8], "big") / 2 ** 64
         (test if h < test_share else train).append(q)
     return train, test
+
+
+def style_examples(train: list[RealQuestion], seed: int) -> StyleExamples | None:
+    """Examples of how people ask, for the LLM question generator: from the *training* side of
+    ``split_real`` only (a held-out question is never shown), people's questions before the docs' own."""
+    return choose_examples([q.text for q in train if q.origin != "docs"],
+                           [q.text for q in train if q.origin == "docs"], seed)

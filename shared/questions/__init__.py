@@ -6,8 +6,9 @@ from ..settings import Settings
 from ..store import Store
 from .cache import QuestionCache
 from .offline import OFFLINE_VERSION, GeneratedQuestion, generate_offline, offline_cache_key
+from .style import StyleExamples, choose_examples
 
-__all__ = ["GeneratedQuestion", "synthetic_questions", "resolve_generator"]
+__all__ = ["GeneratedQuestion", "synthetic_questions", "resolve_generator", "StyleExamples", "choose_examples"]
 
 
 def resolve_generator(name: str, settings: Settings) -> str:
@@ -18,15 +19,16 @@ def resolve_generator(name: str, settings: Settings) -> str:
     return name
 
 
-def synthetic_questions(store: Store, settings: Settings, generator: str, progress: bool = True
-                        ) -> tuple[list[GeneratedQuestion], dict]:
-    """Questions from the cache, generating only what is missing. Returns (questions, info)."""
+def synthetic_questions(store: Store, settings: Settings, generator: str, progress: bool = True,
+                        style: StyleExamples | None = None) -> tuple[list[GeneratedQuestion], dict]:
+    """Questions from the cache, generating only what is missing. Returns (questions, info). ``style``:
+    real training questions the LLM generator shows as examples of how people ask (the offline one ignores it)."""
     if generator == "none":
         return [], {"generator": "none"}
     if generator == "llm":
         from .llm import generate_llm
 
-        questions, stats = generate_llm(store, settings, progress=progress)
+        questions, stats = generate_llm(store, settings, progress=progress, style=style)
         return questions, {"generator": f"llm:{settings.question_model}", **stats.__dict__}
     cache = QuestionCache(store)
     key = offline_cache_key(store)
