@@ -112,7 +112,7 @@ async def main_async(home: Path) -> dict:
     results = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
         base = dict(home=str(home), slack_bot_token="xoxb-bench", slack_signing_secret=SECRET,
-                    slack_api_url=api.base_url)
+                    slack_api_url=api.base_url, retrain_cron="off")  # no nightly run (or catch-up) mid-measurement
         runtime, runner, url = await serve(load_settings(**base))
         await burst(session, url, api, 5, "warm")
         results["ack_50_concurrent"] = await burst(session, url, api, 50, "a")
