@@ -243,14 +243,41 @@ def run_corpus(name: str, data: Path, homes: Path, rephrasings: list[int], log) 
             "synthetic_split": synthetic_split, "seconds": round(time.perf_counter() - started, 1)}
 
 
+def table(corpora: list[dict], level: str = "page") -> str:
+    """The README's table: per corpus and variant, hit@1/3/5/10 and MRR@10, gains over plain with noise."""
+    rows = ["| corpus (questions; 1 q =) | | hit@1 | hit@3 | hit@5 | hit@10 | MRR@10 | hit@5 vs plain "
+            "| MRR@10 vs plain |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for c in corpora:
+        for label, r in c["results"].items():
+            m = r[level]
+            gain = "" if label == "plain search" else \
+                f"{100 * m['gain_hit@5']:+.1f} ± {100 * m['noise_hit@5']:.1f}"
+            mrr = "" if label == "plain search" else f"{m['gain_mrr@10']:+.3f} ± {m['noise_mrr@10']:.3f}"
+            first = label == "plain search"
+            name = f"{c['corpus']} ({c['questions']}; {c['one_question_points']} pts)" if first else ""
+            rows.append(f"| {name} | {label} | {m['hit@1']:.3f} | {m['hit@3']:.3f} | {m['hit@5']:.3f} | "
+                        f"{m['hit@10']:.3f} | {m['mrr@10']:.3f} | {gain} | {mrr} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="folders and questions made by bench/real_corpora.py")
-    parser.add_argument("--homes", required=True, help="one data directory per corpus (ingested when missing)")
+    parser.add_argument("--data", help="folders and questions made by bench/real_corpora.py")
+    parser.add_argument("--homes", help="one data directory per corpus (ingested when missing)")
     parser.add_argument("--corpora", default="sqlite,python,django,sqlalchemy,perl")
     parser.add_argument("--rephrase", type=int, default=0, help="also simulate a history of N rephrasings each")
     parser.add_argument("--out", default="real_questions", help="name of the results file in bench/results/")
+    parser.add_argument("--table", nargs="*", metavar="RESULTS",
+                        help="print the README table from saved results files instead of measuring")
+    parser.add_argument("--level", default="page", choices=("page", "section"))
     args = parser.parse_args()
+    if args.table is not None:
+        corpora = [c for path in args.table for c in json.loads(Path(path).read_text())["corpora"]]
+        print(table(corpora, args.level))
+        return
+    if not (args.data and args.homes):
+        parser.error("--data and --homes are needed to measure")
     rephrasings = [0] + ([args.rephrase] if args.rephrase else [])
     corpora = []
     for name in args.corpora.split(","):
