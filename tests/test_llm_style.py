@@ -53,8 +53,11 @@ def people_questions(store, n: int) -> list[tuple[str, str]]:
              f"question no {i} - why?", cid) for i, (cid, t, h) in enumerate(rows)]
 
 
-def held_out(texts: list[str], share: float) -> set[str]:
-    return {q.text for q in split_real([RealQuestion(t, t, [], "import") for t in texts], 0, share)[1]}
+def held_out(store, questions: list[tuple[str, str]], share: float) -> set[str]:
+    """The held-out side of the real split, computed here from the questions and their chunks."""
+    rowid = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+    real = [RealQuestion(t, t, [frozenset({rowid[cid]})], "import") for t, cid in questions]
+    return {q.text for q in split_real(real, 0, share)[1]}
 
 
 def test_nightly_shows_real_training_questions_fenced_and_never_a_held_out_one(store_copy, embedder, tmp_path,
@@ -69,7 +72,7 @@ def test_nightly_shows_real_training_questions_fenced_and_never_a_held_out_one(s
                          NightlyConfig(generator="llm", train=FAST), embedder=embedder, log=lambda *a: None)
     assert record["status"] in ("promoted", "kept"), record
     texts = [q for q, _ in questions]
-    test = held_out(texts, FeedbackPolicy().test_share)
+    test = held_out(store_copy, questions, FeedbackPolicy().test_share)
     assert 0 < len(test) == record["counts"]["real_test"]
 
     requests = openai_server.chat_requests()
@@ -112,7 +115,7 @@ def test_train_shows_query_file_questions_and_estimates_the_restyling(store_copy
     made = report["questions"]
     assert made["restyled"] == n and made["styled"] == made["generated"] > n - 20
     assert made["style_examples"] == min(POOL, len(questions) - report["counts"]["real_test"])
-    test = held_out([q for q, _ in questions], REAL_TEST_SHARE)
+    test = held_out(store_copy, questions, REAL_TEST_SHARE)
     assert 0 < len(test) == report["counts"]["real_test"]
     asked = openai_server.chat_requests()[before:]
     assert len(asked) == n

@@ -144,11 +144,16 @@ def docs_questions(store: Store, resolver: Resolver | None = None) -> list[RealQ
 
 def split_real(questions: list[RealQuestion], seed: int, test_share: float
                ) -> tuple[list[RealQuestion], list[RealQuestion]]:
-    """Train and held-out test by a hash of the question's words (the same question asked twice
-    lands on one side), within each origin, so every kind of real question is checked."""
+    """Train and held-out test by a hash of the question's answer: questions answered by exactly the
+    same places land on one side (the same question asked again, in other words, by someone else, is
+    not a held-out question: judged on it, an adapter that memorised the trained one would look like
+    one that generalises). A question without targets goes by its words."""
     train, test = [], []
     for q in questions:
-        key = " ".join(q.text.lower().split()).strip(" ?!.")
+        if q.targets:
+            key = "answer:" + ";".join(sorted(",".join(map(str, sorted(t))) for t in q.targets))
+        else:
+            key = " ".join(q.text.lower().split()).strip(" ?!.")
         h = int.from_bytes(hashlib.sha256(f"real-{seed}\x1f{key}".encode()).digest()[:8], "big") / 2 ** 64
         (test if h < test_share else train).append(q)
     return train, test
