@@ -231,9 +231,12 @@ def test_real_questions_decide_and_the_synthetic_split_is_a_diagnostic():
                        champion_noise=0.02)
     ok, why, demote = decide({"real": losing, "synthetic": synthetic_up}, "v1", True)
     assert not ok and "loses to plain search" in why and demote
-    # too few real questions: the synthetic split decides, beyond its noise
-    ok, why, demote = decide({"real": _compared(5, -0.2, 0.1), "synthetic": synthetic_up}, None, False)
+    # too few real questions: the synthetic split decides, beyond its noise...
+    ok, why, demote = decide({"real": _compared(5, 0.0, 0.1), "synthetic": synthetic_up}, None, False)
     assert ok and "5 held-out real questions are too few" in why and not demote
+    # ...and the few real ones can refuse what they cannot prove
+    ok, why, demote = decide({"real": _compared(5, -0.2, 0.1), "synthetic": synthetic_up}, None, False)
+    assert not ok and "loses to plain search on the 5 held-out real questions" in why and not demote
     assert not decide({"real": _compared(0, 0, 0), "synthetic": _compared(500, 0.004, 0.005)}, None, False)[0]
 
 
