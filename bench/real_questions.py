@@ -8,7 +8,8 @@ by `python bench/real_corpora.py --out DIR`; the store in --homes/NAME, ingested
 missing):
 
 - **plain**: vector search without an adapter (one chunk per section, as results are shown);
-- **synthetic only**: `deepmem train` with no real questions (the offline generator);
+- **synthetic only**: `deepmem train` with no real questions but the docs' own (the offline generator):
+  the adapter it trained, and what it serves (that adapter when its judge activated it, else plain);
 - **history + synthetic**, 2-fold: half of the real questions play the workspace's Slack history,
   the other half is the test; then swap. Each history question becomes a Slack-like thread (the
   question, a colleague's reply linking to the sections the FAQ answer links to, the asker's ✅),
@@ -201,11 +202,19 @@ def run_corpus(name: str, data: Path, homes: Path, rephrasings: list[int], log) 
     work = scratch(home, f"{name}-syn")
     with Store.open(work.store_path, create=False) as store:
         report = run_training(store, embedder, work, settings,
-                              TrainOptions(generator="offline", activate="always", progress=False), log=lambda *a: None)
-    _, syn_adapter, _ = AdapterRegistry(work.adapters_dir).load_active()
-    score("synthetic only", {"page": firsts(index, vectors, page_t, syn_adapter),
-                             "section": firsts(index, vectors, section_t, syn_adapter)})
-    synthetic_split = report.comparisons[0].to_dict()
+                              TrainOptions(generator="offline", activate="if-better", progress=False),
+                              log=lambda *a: None)
+    registry = AdapterRegistry(work.adapters_dir)
+    syn_adapter = registry.load(report.version)[0] if report.version else None
+    served = registry.load_active()
+    served = served[1] if served else None
+    score("synthetic only: trained", {"page": firsts(index, vectors, page_t, syn_adapter),
+                                      "section": firsts(index, vectors, section_t, syn_adapter)})
+    score("synthetic only: served", {"page": firsts(index, vectors, page_t, served),
+                                     "section": firsts(index, vectors, section_t, served)})
+    log(f"    `deepmem train`: {'activated' if report.activated else 'not activated'} ({report.decision})")
+    synthetic_split = report.comparisons[0].to_dict() | {"decision": report.decision, "activated": report.activated,
+                                                         "real_questions_in_store": report.counts.get("real_questions")}
     shutil.rmtree(work.root, ignore_errors=True)
 
     runs = []
