@@ -36,7 +36,7 @@ CHILD = r"""
 import sys, time
 
 import shared.questions
-from shared.deep_memory import adapter, nightly, versions
+from shared.deep_memory import adapter, versions
 
 home, stage = sys.argv[1], sys.argv[2]
 
@@ -66,8 +66,17 @@ def wrap(owner, attr, before=None, after=None):
 
 if stage == "questions":  # made, not yet stored in the question cache
     wrap(shared.questions, "generate_offline", after=lambda: hold("questions"))
-elif stage == "training":  # killed a moment after training starts
-    wrap(nightly, "train_adapter", before=lambda: announce("training"))
+elif stage == "training":  # killed in the middle of training: after the first epoch's steps
+    from shared.deep_memory import trainer
+
+    calls = []
+
+    def after_validation():  # validation runs before the first epoch and after each one
+        calls.append(1)
+        if len(calls) == 2:
+            hold("training")
+
+    wrap(trainer, "_val_mrr", after=after_validation)
 elif stage == "saving":  # the version's files are written under their temporary name
     wrap(adapter.LinearAdapter, "save", after=lambda: hold("saving"))
 elif stage == "saved":  # the version has its name; the pointer is not switched yet
@@ -117,8 +126,6 @@ def _kill_at(home: Home, stage: str) -> list[str]:
                 break
         else:
             pytest.fail(f"the run did not reach {stage} in time")
-        if stage == "training":
-            time.sleep(1.0)
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -186,7 +193,7 @@ def test_a_damaged_adapter_is_reported_everywhere_and_search_goes_on(home, damag
 
     found = _cli(home, "search", "how do I make an id column that counts up")
     assert found.exit_code == 0 and "https://sqlite.org/" in found.output
-    assert f"(deep memory: off: " in found.output and why in found.output  # not a silent "off"
+    assert "(deep memory: off: " in found.output and why in found.output  # not a silent "off"
     listing = _cli(home, "adapters")
     assert listing.exit_code == 0 and "cannot serve" in listing.output and why in listing.output
     status = _cli(home, "status")
