@@ -203,10 +203,14 @@ def test_training_improves_held_out_questions_and_activates(store_copy, embedder
     # a version is kept only when an epoch beat the identity on validation
     assert report.version == "v0001" and report.train["best_epoch"] >= 0
     assert max(report.train["val_mrr_history"]) > report.train["base_val_mrr"]
-    # activation follows the test split, whichever way it went on this small corpus
-    better = test.deep["mrr@10"] + test.deep["hit_rate@10"] + test.deep["recall@10"] > \
-        test.base["mrr@10"] + test.base["hit_rate@10"] + test.base["recall@10"]
-    assert report.activated == (better and test.deep["hit_rate@10"] >= test.base["hit_rate@10"])
+    assert test.deep["hit_rate@10"] >= test.base["hit_rate@10"]  # it finds at least as many held-out answers
+    # activation follows the judge: with too few held-out real questions (this small corpus has almost
+    # none), a gain on the held-out synthetic split beyond its noise, and no loss on the real ones
+    meta = json.loads((home.adapters_dir / "v0001" / "meta.json").read_text())
+    real, synthetic = meta["judge"].get("real", {"queries": 0}), meta["judge"]["synthetic"]
+    assert real["queries"] < 8
+    assert report.activated == (synthetic["gain"] > max(synthetic["noise"], 0.002)
+                                and not (real["queries"] and real["gain_over_plain"] < 0))
     AdapterRegistry(home.adapters_dir).activate("v0001")
     meta = json.loads((home.adapters_dir / "v0001" / "meta.json").read_text())
     assert meta["embedder"] == embedder.name and meta["split"]["by"] == "chunk" and meta["split"]["salt"]
@@ -246,7 +250,7 @@ def test_a_worse_challenger_keeps_the_champion(store_copy, embedder, home):
     weak = TrainConfig(lr=1e-6, max_epochs=1, patience=1)
     second = run_training(store_copy, embedder, home, settings, _options(config=weak), log=lambda *a: None)
     assert not second.activated
-    assert second.decision.startswith(f"kept {first.version}") or "nothing to save" in second.decision
+    assert second.decision.startswith(f"not better than {first.version}") or "nothing to save" in second.decision
     assert AdapterRegistry(home.adapters_dir).active_name() == first.version
 
 
