@@ -197,6 +197,7 @@ class MemoryLoader:
         self.policy = policy or FeedbackPolicy()
         self._key = None
         self._vectors: dict[str, np.ndarray] = {}
+        self._resolver = None  # (store version, Resolver): pages and sections to chunks
         self.names = Names(store)
         memory.names = self.names
 
@@ -215,17 +216,33 @@ class MemoryLoader:
         labels = self.feedback.labels()
         with self.store.lock:
             row_of = dict(self.store.conn.execute("SELECT id, rowid FROM chunks"))
-        questions = [q for q in labeled_questions(labels, row_of, self.policy)]
-        missing = [q.text for q in questions if q.text not in self._vectors]
+        entries = [(q.text, dict(q.positives), dict(q.negatives))
+                   for q in labeled_questions(labels, row_of, self.policy)]
+        entries += self._placed(labels, key[3])
+        missing = list(dict.fromkeys(text for text, _, _ in entries if text not in self._vectors))
         if missing:
             for text, vector in zip(missing, self.embedder.embed(missing)):
                 self._vectors[text] = vector
         self.memory.params = MemoryParams.load(self.params_path)
-        if questions:
-            self.memory.set(np.stack([self._vectors[q.text] for q in questions]),
-                            [q.positives for q in questions], [q.negatives for q in questions],
-                            [self.names(q.text) for q in questions])
+        if entries:
+            self.memory.set(np.stack([self._vectors[text] for text, _, _ in entries]),
+                            [pos for _, pos, _ in entries], [neg for _, _, neg in entries],
+                            [self.names(text) for text, _, _ in entries])
         else:
             self.memory.set(np.zeros((0, self.embedder.dim), np.float32), [], [])
         self._key = key
         return True
+
+    def _placed(self, labels: list[dict], version: int) -> list[tuple[str, dict[int, float], dict[int, float]]]:
+        """Questions labeled with a place (a page or section: history threads, resolved threads,
+        imports): every chunk of the place answers, as in training."""
+        from .deep_memory.real_questions import real_questions
+        from .queries import Resolver
+
+        placed = [row for row in labels if row.get("target")]
+        if not placed:
+            return []
+        if self._resolver is None or self._resolver[0] != version:
+            self._resolver = (version, Resolver(self.store))
+        return [(q.text, {r: 1.0 for t in q.targets for r in t}, {r: 1.0 for r in q.avoid})
+                for q in real_questions(placed, self._resolver[1])]

@@ -300,3 +300,25 @@ async def test_shutdown_stops_an_import_between_threads_and_the_next_goes_on(sto
         assert report.resumed and len(labels_by_question(home)) == 4
     finally:
         await api.stop()
+
+
+def test_history_labels_act_at_once_through_the_feedback_memory(workspace, slack, store_copy, embedder):
+    """A question like one the history answered finds the section its answer linked, before any
+    retraining: history labels name places (pages, sections), and every chunk of the place counts."""
+    from shared.feedback_memory import FeedbackMemory, MemoryLoader
+    from shared.retrieval import open_searcher
+    from shared.vector_index import MemoryIndex
+
+    assert run_import("--channel", "#help-docs").exit_code == 0
+    memory = FeedbackMemory()
+    searcher = open_searcher(store_copy, embedder, workspace, index=MemoryIndex(store_copy), memory=memory)
+    loader = MemoryLoader(memory, FeedbackStore(workspace), store_copy, embedder, workspace.root / "memory.json")
+    asked = {"why is my database locked when two processes write at the same time": "https://sqlite.org/wal.html",
+             "is there a way to add a column to an existing table?": "https://sqlite.org/lang_altertable.html"}
+    before = {q: [h.chunk.url for h in searcher.search(q, 10).hits] for q in asked}
+    assert loader.refresh() and len(memory) == 4
+    locked = "why is my database locked when two processes write at the same time"
+    assert "https://sqlite.org/wal.html" not in [u.split("#")[0] for u in before[locked][:3]]  # plain search
+    for question, place in asked.items():  # the linked place first (and what was first stays first)
+        after = [h.chunk.url for h in searcher.search(question, 10).hits]
+        assert after[0].startswith(place), (question, before[question][:3], after[:3])
