@@ -600,7 +600,7 @@ def test_kill_9_inside_the_write_transaction_rolls_it_back_and_a_rerun_finishes(
     home = tmp_path / "home"
     proc = subprocess.Popen(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_inside_a_long_write(proc, home / "store.db")
+    _kill_inside_a_long_write(proc, home / "store.db", min_seconds=0.005)  # a page batch: a few ms on a quiet core
     clean = _clean(tmp_path, docs, gated_server)
     with Store.open(home / "store.db") as store:
         partial = check_store(store)
