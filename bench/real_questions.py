@@ -170,18 +170,17 @@ def run_corpus(name: str, data: Path, homes: Path, rephrasings: list[int], log) 
     started = time.perf_counter()
     questions = [q for q in load_queries(data / name / "questions.jsonl")]
     store = Store.open(home.store_path, create=False)  # open for the whole run: the index reads it
-    if True:
-        resolver = Resolver(store)
-        page_t = [r.targets for r in resolver.resolve(questions)]
-        section_q = [type(q)(q.text, [(s, 1.0) for s in q.meta.get("relevant_sections", [])] or q.relevant, id=q.id)
-                     for q in questions]
-        section_t = [r.targets or p for r, p in zip(resolver.resolve(section_q), page_t)]
-        keep = [i for i, t in enumerate(page_t) if t]
-        questions = [questions[i] for i in keep]
-        page_t, section_t = [page_t[i] for i in keep], [section_t[i] for i in keep]
-        vectors = embed_questions(store, embedder, [q.text for q in questions])
-        index = MemoryIndex(store)
-        stats = store.stats()
+    resolver = Resolver(store)
+    page_t = [r.targets for r in resolver.resolve(questions)]
+    section_q = [type(q)(q.text, [(s, 1.0) for s in q.meta.get("relevant_sections", [])] or q.relevant, id=q.id)
+                 for q in questions]
+    section_t = [r.targets or p for r, p in zip(resolver.resolve(section_q), page_t)]
+    keep = [i for i, t in enumerate(page_t) if t]
+    questions = [questions[i] for i in keep]
+    page_t, section_t = [page_t[i] for i in keep], [section_t[i] for i in keep]
+    vectors = embed_questions(store, embedder, [q.text for q in questions])
+    index = MemoryIndex(store)
+    stats = store.stats()
     fold = np.array([fold_of(q.id) for q in questions])
     base_url = corpus.base_url if corpus.package else DEMO_BASE_URL
     log(f"{name}: {stats['chunks']} chunks, {len(questions)} real questions ({int((fold == 0).sum())} / "
