@@ -14,6 +14,7 @@ from shared.feedback.store import FeedbackStore
 from shared.home import Home
 from shared.store import Store
 
+from .helpers.waiting import until
 from .helpers.slack_history import DM, HELP, SlackHistory, check, msg
 
 
@@ -195,16 +196,6 @@ def serve_settings(**more):
                          history_channels="help-docs", **more)
 
 
-async def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(condition)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def history_questions(feedback: FeedbackStore) -> set[str]:
     return {r["question"] for r in feedback.labels() if r["source"] == "history"}
 
@@ -220,7 +211,7 @@ async def test_serve_imports_the_channels_history_in_the_background_at_start(sto
                 assert r.status == 200
             assert not history_questions(slack.runtime.feedback)  # still waiting out the 429s
             assert any(s.startswith("history import (help-docs, every 24 h)") for s in slack.runtime.services)
-            labeled = await wait_for(lambda: len(history_questions(slack.runtime.feedback)) == 4 and
+            labeled = await until(lambda: len(history_questions(slack.runtime.feedback)) == 4 and
                                      history_questions(slack.runtime.feedback))
             assert "How do I make a column autoincrement in SQLite?" in labeled
             assert {c["channel"] for c in api.calls_of("conversations.history")} == {HELP}
@@ -235,13 +226,13 @@ async def test_serve_imports_again_every_interval_reading_only_what_is_new(store
     settings = serve_settings().model_copy(update={"history_interval": 1.0})  # a minute at least, in production
     try:
         async with serving(settings, SECRET, api=api) as slack:
-            await wait_for(lambda: len(history_questions(slack.runtime.feedback)) == 4)
+            await until(lambda: len(history_questions(slack.runtime.feedback)) == 4)
             await asyncio.sleep(0.5)
             api.calls.clear()
             api.add_thread(HELP, [msg("1700001100.000100", "U14ASKER7", "Does VACUUM need twice the disk space?"),
                                   msg("1700001160.000100", "U02HELPER", "<https://sqlite.org/lang_vacuum.html>",
                                       reactions=check("U14ASKER7"))])
-            await wait_for(lambda: "Does VACUUM need twice the disk space?" in
+            await until(lambda: "Does VACUUM need twice the disk space?" in
                            history_questions(slack.runtime.feedback))
             assert {c["ts"] for c in api.calls_of("conversations.replies")} == {"1700001100.000100"}
     finally:
@@ -287,7 +278,7 @@ async def test_shutdown_stops_an_import_between_threads_and_the_next_goes_on(sto
     api.rate_limit["conversations.replies"] = 1  # the first thread takes a second to read
     try:
         async with serving(serve_settings(), SECRET, api=api):
-            await wait_for(lambda: api.calls_of("conversations.replies"))
+            await until(lambda: api.calls_of("conversations.replies"))
             started = time.monotonic()
         assert time.monotonic() - started < 10  # the thread being read, then it stopped
         home = Home.open(tmp_path / "home")

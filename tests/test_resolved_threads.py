@@ -14,7 +14,8 @@ from shared.cli import cli
 from shared.settings import load_settings
 from shared.thread_documents import THREAD_KIND, THREADS_SOURCE
 
-from .helpers.slack_api import BOT_USER, serving
+from .helpers.slack_api import BOT_USER, serving_bot
+from .helpers.waiting import until
 
 SECRET = "test-signing-secret"
 ASKED = "1700000000.000100"
@@ -25,9 +26,7 @@ PERMALINK = f"https://test.slack.com/archives/C1/p{ASKED.replace('.', '')}"
 
 @pytest.fixture
 async def slack(store_copy):
-    settings = load_settings(slack_bot_token="xoxb-test-token", slack_signing_secret=SECRET, port=0,
-                             retrain_cron="off")
-    async with serving(settings, SECRET) as harness:
+    async with serving_bot() as harness:
         yield harness
 
 
@@ -39,16 +38,6 @@ def mention(text, ts, user="U_ALICE", channel="C1"):
 def reacted(user: str, channel: str, ts: str, name="white_check_mark", item_user="U_BOB"):
     return {"type": "reaction_added", "user": user, "reaction": name, "item_user": item_user,
             "item": {"type": "message", "channel": channel, "ts": ts}, "event_ts": f"{time.time():.6f}"}
-
-
-async def until(condition, timeout=20.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(condition)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def answered(slack, text, ts, user="U_ALICE", channel="C1", posts=1) -> dict:
@@ -65,6 +54,15 @@ def seed_thread(slack, ts: str, question: str, asker: str, channel: str, replies
               "channel": channel}
     bot = [m for m in slack.api.threads.get(ts, []) if m.get("user") == BOT_USER]
     slack.api.threads[ts] = [parent, *bot, *({"type": "message", "thread_ts": ts} | r for r in replies)]
+
+
+def marked_thread(ts: str, asker: str, question: str, link: str) -> list[dict]:
+    """A thread the bot took no part in: a question, U_BOB's reply a minute later linking into the
+    docs, and the asker's ✅ on it."""
+    reply = f"{int(ts.split('.')[0]) + 60}.000100"
+    return [{"type": "message", "ts": ts, "thread_ts": ts, "user": asker, "text": question},
+            {"type": "message", "ts": reply, "thread_ts": ts, "user": "U_BOB", "text": f"<{link}>",
+             "reactions": [{"name": "white_check_mark", "users": [asker], "count": 1}]}]
 
 
 def labels_of(slack, question_id: str) -> list[tuple]:
@@ -133,18 +131,10 @@ async def test_threads_the_bot_did_not_answer_and_other_peoples_marks_record_not
         {"ts": "1700000100.000100", "user": "U_BOB", "text": f"<{DOCS_LINK}>",
          "reactions": [{"name": "white_check_mark", "users": ["U_DAVE"], "count": 1}]}])
     # a thread the bot never answered, in the same channel, with a docs link marked by its asker
-    slack.api.threads["1700000300.000100"] = [
-        {"type": "message", "ts": "1700000300.000100", "thread_ts": "1700000300.000100", "user": "U_ALICE",
-         "text": "How do I drop a column?"},
-        {"type": "message", "ts": "1700000360.000100", "thread_ts": "1700000300.000100", "user": "U_BOB",
-         "text": "<https://sqlite.org/lang_altertable.html#altertabdropcol>",
-         "reactions": [{"name": "white_check_mark", "users": ["U_ALICE"], "count": 1}]}]
-    slack.api.threads["1700000400.000100"] = [
-        {"type": "message", "ts": "1700000400.000100", "thread_ts": "1700000400.000100", "user": "U_CAROL",
-         "text": "How do I rename a table?"},
-        {"type": "message", "ts": "1700000460.000100", "thread_ts": "1700000400.000100", "user": "U_BOB",
-         "text": "<https://sqlite.org/lang_altertable.html#altertabrename>",
-         "reactions": [{"name": "white_check_mark", "users": ["U_CAROL"], "count": 1}]}]
+    slack.api.threads["1700000300.000100"] = marked_thread("1700000300.000100", "U_ALICE", "How do I drop a column?",
+                                                           "https://sqlite.org/lang_altertable.html#altertabdropcol")
+    slack.api.threads["1700000400.000100"] = marked_thread("1700000400.000100", "U_CAROL", "How do I rename a table?",
+                                                           "https://sqlite.org/lang_altertable.html#altertabrename")
 
     await slack.event(reacted("U_DAVE", "C1", "1700000100.000100"))  # not the asker: nothing is read
     await slack.event(reacted("U_CAROL", "C1", "1700000460.000100"))  # never asked the bot here: nothing is read

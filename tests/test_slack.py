@@ -15,16 +15,14 @@ from aiohttp import web
 from bot.server import build_runtime, build_web_app
 from shared.settings import load_settings
 
-from .helpers.slack_api import BOT_ID, BOT_USER, TEAM, Harness, SlackAPI, event_body, serving, signed_headers
+from .helpers.slack_api import BOT_ID, BOT_USER, TEAM, Harness, SlackAPI, event_body, serving_bot, signed_headers
 
 SECRET = "test-signing-secret"
 
 
 @pytest.fixture
 async def slack(store_copy):
-    settings = load_settings(slack_bot_token="xoxb-test-token", slack_signing_secret=SECRET, port=0,
-                             retrain_cron="off")
-    async with serving(settings, SECRET) as harness:
+    async with serving_bot(SECRET) as harness:
         yield harness
 
 

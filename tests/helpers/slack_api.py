@@ -244,3 +244,13 @@ async def serving(settings, secret: str, api: SlackAPI | None = None):
         await runner.cleanup()
         if own_api:
             await api.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving_bot(secret: str = "test-signing-secret", **settings):
+    """The bot served over HTTP for a test: Slack over loopback, no nightly job."""
+    from shared.settings import load_settings
+
+    async with serving(load_settings(slack_bot_token="xoxb-test-token", slack_signing_secret=secret, port=0,
+                                     retrain_cron="off", **settings), secret) as harness:
+        yield harness
