@@ -32,8 +32,9 @@ from .parsers.worker import PARSE_SECONDS, ParserProcess
 from .settings import Settings
 from .sources import Failure, one_line, open_source, source_uri
 from .store import Store
+from .thread_documents import THREAD_KIND
 
-__all__ = ["IngestReport", "ingest", "PARSER_VERSION"]
+__all__ = ["IngestReport", "ingest", "reingestable_sources", "PARSER_VERSION"]
 
 PARSER_VERSION = "5"  # bump when parsing or chunking changes what a page becomes
 EMBED_BATCH = 256  # chunks per embedding call and per write transaction
@@ -259,3 +260,9 @@ def _ingest(store: Store, embedder: Embedder, settings: Settings, source_impl, u
 
 def _probe_dim(embedder: Embedder) -> int:
     return int(embedder.embed(["dimension probe"]).shape[1])
+
+
+def reingestable_sources(store: Store) -> list:
+    """The sources a plain re-ingest reads: all but the resolved threads, which the bot adds one at a
+    time and which have nothing to read again."""
+    return [s for s in store.sources() if s.kind != THREAD_KIND]

@@ -144,6 +144,7 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
         deepmem ingest ./docs --base-url https://docs.example.com/
     """
     from ..ingest import ingest as run_ingest
+    from ..ingest import reingestable_sources
     from ..sources import DEMO_BASE_URL, demo_archive
     from ..thread_documents import THREAD_KIND
 
@@ -155,8 +156,7 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
     if target is not None and getattr(store.source(target), "kind", None) == THREAD_KIND:
         raise click.UsageError(f"{target} holds the resolved threads the bot adds one at a time: there is nothing to "
                                f"ingest (`deepmem feedback forget USER` removes a person's threads)")
-    targets = [(target, base_url)] if target else [(s.uri, s.base_url) for s in store.sources()
-                                                   if s.kind != THREAD_KIND]
+    targets = [(target, base_url)] if target else [(s.uri, s.base_url) for s in reingestable_sources(store)]
     if not targets:
         raise click.UsageError("nothing to ingest: give a URL, a folder or an archive (or --demo)")
     results, failed = [], []  # one bad source is reported and skipped: the others are ingested
@@ -263,6 +263,7 @@ def status(app: App, as_json: bool) -> None:
 
         deepmem status --json
     """
+    from ..thread_documents import THREAD_KIND
     from ..status import collect_status
 
     app.read_only = True
@@ -275,7 +276,7 @@ def status(app: App, as_json: bool) -> None:
     click.echo(f"store:     {info['pages']} pages, {info['chunks']} chunks, {info['tokens']:,} tokens, "
                f"{info['bytes'] / 1e6:.1f} MB")
     for s in info["sources"]:
-        last = "resolved Slack threads, added by the bot" if s["kind"] == "thread" else \
+        last = "resolved Slack threads, added by the bot" if s["kind"] == THREAD_KIND else \
             f"last ingest {s['last_ingest_at'] or 'never'}"
         click.echo(f"source:    {s['uri']} ({s['kind']}{', ' + s['base_url'] if s['base_url'] else ''}): "
                    f"{s['pages']} pages, {last}")

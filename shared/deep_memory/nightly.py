@@ -184,13 +184,9 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
     embedder = embedder or make_embedder(settings)
     with Store.open(home.store_path, create=False) as store:
         if config.reingest:
-            from ..ingest import ingest
+            from ..ingest import ingest, reingestable_sources
 
-            from ..thread_documents import THREAD_KIND
-
-            for source in store.sources():  # one source that cannot be read must not stop the others
-                if source.kind == THREAD_KIND:
-                    continue  # resolved threads are added one at a time, never re-ingested
+            for source in reingestable_sources(store):  # one source that cannot be read must not stop the others
                 try:
                     report = ingest(store, embedder, settings, source.uri, base_url=source.base_url, progress=False)
                 except StoreError:
