@@ -81,11 +81,9 @@ def import_(app: App, channels: tuple[str, ...], max_threads: int | None, as_jso
     """
     import json
 
-    from slack_sdk import WebClient
-
     from shared.errors import ConfigError
 
-    from .history import import_history
+    from .history import history_client, import_history
 
     settings = app.settings
     names = list(channels) or settings.history_channels
@@ -93,8 +91,7 @@ def import_(app: App, channels: tuple[str, ...], max_threads: int | None, as_jso
         raise click.UsageError("name the channels to read: --channel NAME (or DEEPMEM_HISTORY_CHANNELS)")
     if settings.slack_bot_token is None:
         raise ConfigError("reading Slack history needs SLACK_BOT_TOKEN")
-    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
-    report = import_history(client, app.home, app.store(create=False), names,
+    report = import_history(history_client(settings), app.home, app.store(create=False), names,
                             max_threads=max_threads, log_fn=lambda msg: None)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

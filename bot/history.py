@@ -37,7 +37,7 @@ from shared.history import Message, docs_entry, label_thread, record_label
 from shared.home import Home
 from shared.queries import Resolver
 
-__all__ = ["HistoryImport", "ImportReport", "slack_message", "import_history", "LOOKBACK_DAYS"]
+__all__ = ["HistoryImport", "ImportReport", "slack_message", "import_history", "history_client", "LOOKBACK_DAYS"]
 
 log = logging.getLogger("deepmem.history")
 LOOKBACK_DAYS = 30  # later runs re-read this far back, for new replies to older threads
@@ -113,6 +113,12 @@ class _State:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+
+
+def history_client(settings) -> WebClient:
+    """The Web API client the import reads with (the bot token, SLACK_API_URL); HistoryImport adds
+    the rate-limit and connection retries."""
+    return WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
 
 
 class HistoryImport:

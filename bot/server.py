@@ -105,14 +105,12 @@ def chat_mounted(settings: Settings) -> bool:
 
 async def import_history_forever(runtime: Runtime, stopping: threading.Event) -> None:
     """Import the history of DEEPMEM_HISTORY_CHANNELS now, then every DEEPMEM_HISTORY_INTERVAL, until ``stopping``."""
-    from slack_sdk import WebClient
-
     from shared.queries import Resolver
 
-    from .history import HistoryImport
+    from .history import HistoryImport, history_client
 
     settings = runtime.settings
-    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    client = history_client(settings)
     channels = ", ".join(settings.history_channels)
 
     def run_once():
