@@ -23,7 +23,7 @@ from .errors import ConfigError
 
 __all__ = ["Settings", "load_settings", "default_home", "is_loopback"]
 
-SECRET_FIELDS = ("openai_api_key", "slack_bot_token", "slack_signing_secret", "slack_app_token", "chat_token")
+SECRET_FIELDS = ("database_url", "openai_api_key", "slack_bot_token", "slack_signing_secret", "slack_app_token", "chat_token")
 
 
 def default_home() -> Path:
@@ -40,6 +40,10 @@ class Settings(BaseSettings):
                                       case_sensitive=True)
 
     home: Path = Field(default_factory=default_home, validation_alias=_env("DEEPMEM_HOME"))
+
+    # the scale-out backend: store, feedback log, adapter registry and coordination in PostgreSQL
+    # (pgvector); unset = the single-machine default (sqlite-vec + DuckDB in DEEPMEM_HOME)
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DEEPMEM_DATABASE_URL"))
 
     # embeddings
     embedder: Literal["local", "openai"] = Field("local", validation_alias=_env("DEEPMEM_EMBEDDER"))
@@ -127,6 +131,13 @@ class Settings(BaseSettings):
         if seconds < 60:
             raise ValueError("DEEPMEM_HISTORY_INTERVAL must be at least a minute (or 'off')")
         return seconds
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("DEEPMEM_DATABASE_URL must be a postgresql:// URL (unset it for the single-machine store)")
+        return value
 
     @field_validator(*SECRET_FIELDS, mode="before")
     @classmethod
