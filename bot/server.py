@@ -34,6 +34,7 @@ from aiohttp import web
 from shared.answer import Answerer
 from shared.embedders import Embedder, make_embedder
 from shared.errors import ConfigError, EmptyStore
+from shared.feedback import open_feedback
 from shared.feedback.store import FeedbackStore
 from shared.feedback_memory import FeedbackMemory, MemoryLoader
 from shared.home import Home
@@ -80,7 +81,7 @@ def build_runtime(settings: Settings) -> Runtime:
         raise EmptyStore("the store is empty: run `deepmem ingest` (or `deepmem ingest --demo`) first")
     embedder = make_embedder(settings)
     index = MemoryIndex(store)
-    feedback = FeedbackStore(home)
+    feedback = open_feedback(home, settings)
     memory = FeedbackMemory()
     searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning)
     searcher.adapters.current()  # a damaged active adapter is logged now (once), not at the first question

@@ -55,7 +55,7 @@ def train(app: App, generator, queries, eval_queries, no_activate, epochs, time_
                            activate="never" if no_activate else "if-better", config=config,
                            progress=not quiet and not as_json)
     if generator == "llm" or (generator == "auto" and app.settings.llm_configured):
-        plan = llm_estimate(store, app.settings, training_style(store, app.home, options))
+        plan = llm_estimate(store, app.settings, training_style(store, app.home, options, app.settings))
         cost = f", about ${plan['estimated_cost_usd']:.2f}" if plan["estimated_cost_usd"] is not None else ""
         again = f"; {plan['restyle']} again in people's style" if plan["restyle"] else ""
         click.echo(f"llm questions: {plan['to_generate']} to generate ({plan['cached']} cached{again}), "
