@@ -83,7 +83,8 @@ def build_runtime(settings: Settings) -> Runtime:
     index = MemoryIndex(store)
     feedback = open_feedback(home, settings)
     memory = FeedbackMemory()
-    searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning)
+    searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning,
+                             settings=settings)
     searcher.adapters.current()  # a damaged active adapter is logged now (once), not at the first question
     qa = QAService(Answerer(searcher, settings), feedback)
     loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")

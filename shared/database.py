@@ -5,13 +5,15 @@ An error never shows the URL's password: messages name the database by host and 
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Callable
 from urllib.parse import urlsplit
 
 from .errors import DeepmemError
 
-__all__ = ["DatabaseError", "database_url", "describe", "connect", "one_line", "advisory_lock"]
+__all__ = ["DatabaseError", "database_url", "describe", "connect", "one_line", "advisory_lock",
+           "SharedConnection"]
 
 CONNECT_TIMEOUT = 10  # seconds
 
@@ -77,3 +79,26 @@ def advisory_lock(url: str, key: int, *, busy: Callable[[], Exception], applicat
                 pass
     finally:
         conn.close()
+
+
+class SharedConnection:
+    """One connection for an object's short statements, taken in turns by its threads, and made again
+    when the last one broke (the database restarted, a network blip)."""
+
+    def __init__(self, url: str, application: str = "deepmem"):
+        self.url, self.application = url, application
+        self._conn = None
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def use(self):
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = connect(self.url, application=self.application)
+            yield self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from .deep_memory.versions import AdapterRegistry, unfit_for
+from .deep_memory.versions import open_registry, unfit_for
 from .feedback.store import spool_counts
 from .home import Home
 from .store import Store
@@ -13,13 +13,13 @@ from .store import Store
 __all__ = ["collect_status"]
 
 
-def collect_status(home: Home, store: Store) -> dict:
+def collect_status(home: Home, store: Store, settings=None) -> dict:
     info = {"home": str(home.root), **store.stats(), "sources": []}
     for source in store.sources():
         pages = store.conn.execute("SELECT count(*) FROM pages WHERE source_id=?", (source.id,)).fetchone()[0]
         info["sources"].append({"uri": source.uri, "kind": source.kind, "base_url": source.base_url,
                                 "pages": pages, "last_ingest_at": source.last_ingest_at})
-    registry = AdapterRegistry(home.adapters_dir)
+    registry = open_registry(home, settings)
     active = registry.active_status()
     info["adapter"] = active.name
     info["adapter_problem"] = active.problem

@@ -216,7 +216,7 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
 
     question = _checked_question(question)
     app.read_only = True
-    searcher = open_searcher(app.store(create=False), app.embedder, app.home)
+    searcher = open_searcher(app.store(create=False), app.embedder, app.home, settings=app.settings)
     result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory)
     hits = result.hits
     problem = searcher.adapters.error if not no_deep_memory else None
@@ -267,7 +267,7 @@ def status(app: App, as_json: bool) -> None:
     from ..status import collect_status
 
     app.read_only = True
-    info = collect_status(app.home, app.store(create=False))
+    info = collect_status(app.home, app.store(create=False), app.settings)
     if as_json:
         echo_json(info)
         return

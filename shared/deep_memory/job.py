@@ -35,7 +35,7 @@ from .judge import HeldOut, judge
 from .real_questions import RealQuestion, docs_questions, real_questions, split_real, style_examples
 from .trainer import TrainConfig, train_adapter
 from .training_set import RealMix, add_real
-from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
+from .versions import AdapterError, open_registry, same_split, unfit_for
 
 __all__ = ["TrainOptions", "TrainReport", "run_training", "training_style", "MIN_CHUNKS", "REAL_TEST_SHARE"]
 
@@ -161,7 +161,7 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
                            vectors["val"], data.val, progress=progress)
 
     # 5. evaluate: base, champion, challenger; synthetic test split and real questions
-    registry = AdapterRegistry(home.adapters_dir)
+    registry = open_registry(home, settings)
     champion = None
     champion_note = ""
     try:

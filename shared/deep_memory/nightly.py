@@ -58,7 +58,7 @@ from .judge import HeldOut, judge
 from .real_questions import docs_questions, real_questions, split_real, style_examples
 from .training_set import RealMix, add_real
 from .trainer import TrainConfig, train_adapter
-from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
+from .versions import AdapterError, open_registry, same_split, unfit_for
 
 __all__ = ["NightlyConfig", "run_nightly", "RunBusy", "OutOfTime", "mark_interrupted"]
 
@@ -262,7 +262,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         result = train_adapter(train_cfg, index.rowids, index.matrix, vec["train"], data.train, vec["val"], data.val)
 
         # champion: the active adapter, if comparable; else plain search
-        registry = AdapterRegistry(home.adapters_dir)
+        registry = open_registry(home, settings)
         champion_name, champion = None, None
         try:
             active = registry.load_active()

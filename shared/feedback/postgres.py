@@ -32,7 +32,7 @@ import threading
 from datetime import date, datetime
 from typing import Iterable
 
-from ..database import DatabaseError, connect, describe, one_line
+from ..database import DatabaseError, SharedConnection, describe, one_line
 from . import ops as _ops
 from .ops import EVENT_COLUMNS, QUESTION_COLUMNS, RUN_COLUMNS, InvalidFeedback, now
 from .schema import SCHEMA_VERSION, migrate
@@ -76,41 +76,18 @@ class PostgresFeedback:
     def __init__(self, url: str):
         self.url = url
         self.where = describe(url)
-        self._conn = None
-        self._conn_lock = threading.RLock()
+        self._shared = SharedConnection(url, "deepmem feedback")
         self._mirror_lock = threading.RLock()
         self._mirror, self._columns = _mirror_schema()
         self._since: str | None = None  # the xmin of the last refresh's snapshot
         with self._connection() as conn:
             self._migrate(conn)
 
-    # -- the connection -----------------------------------------------------------------------
     def _connection(self):
-        """The store's connection (made, or made again after it broke), used under a lock."""
-        store = self
-
-        class _Use:
-            def __enter__(self_inner):
-                store._conn_lock.acquire()
-                try:
-                    if store._conn is None or store._conn.closed or store._conn.broken:
-                        store._conn = connect(store.url, application="deepmem feedback")
-                except BaseException:
-                    store._conn_lock.release()
-                    raise
-                return store._conn
-
-            def __exit__(self_inner, *exc):
-                store._conn_lock.release()
-                return False
-
-        return _Use()
+        return self._shared.use()
 
     def close(self) -> None:
-        with self._conn_lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._shared.close()
         with self._mirror_lock:
             self._mirror.close()
 
