@@ -7,5 +7,7 @@ written by ``deepmem report``.
 
 from .data import Dashboard, build_dashboard
 from .render import CONTENT_SECURITY_POLICY, render_page
+from .report import DEFAULT_DAYS, dashboard_page
 
-__all__ = ["Dashboard", "build_dashboard", "render_page", "CONTENT_SECURITY_POLICY"]
+__all__ = ["Dashboard", "build_dashboard", "render_page", "dashboard_page", "CONTENT_SECURITY_POLICY",
+           "DEFAULT_DAYS"]
