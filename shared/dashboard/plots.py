@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, DayLocator
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -46,7 +46,7 @@ def per_day_plot(board: Dashboard) -> str:
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_ylabel("questions")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.xaxis.set_major_locator(AutoDateLocator(maxticks=10))
+    ax.xaxis.set_major_locator(DayLocator(interval=max(1, len(days) // 12)))
     ax.xaxis.set_major_formatter(ConciseDateFormatter(ax.xaxis.get_major_locator()))
     ax.legend(loc="upper left", fontsize=8, ncols=5, frameon=False)
     ax.set_ylim(0, max(bottom + [1]) * 1.25)
@@ -144,6 +144,6 @@ def runs_plot(board: Dashboard) -> str:
     count_ax.set_ylabel("questions\nlearned from")
     count_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     count_ax.spines[["top", "right"]].set_visible(False)
-    count_ax.xaxis.set_major_locator(AutoDateLocator(maxticks=10))
+    count_ax.xaxis.set_major_locator(AutoDateLocator())
     count_ax.xaxis.set_major_formatter(ConciseDateFormatter(count_ax.xaxis.get_major_locator()))
     return _uri(fig)

@@ -41,6 +41,7 @@ UTC = timezone.utc
 CHANNELS = ("C0HELPDOCS", "C0PLATFORM", "C0ONBOARD")
 WEB = "web"  # the local chat: no channel, shown under its front end
 FAST = TrainConfig(max_epochs=3, patience=1)
+NOT_COVERED = "The documentation does not seem to cover this"  # how the extractive answer says so
 
 # topics the SQLite docs do not cover, each asked in several ways, and where people ask them
 GAP_TOPICS = {
@@ -65,6 +66,7 @@ class Asked:
     text: str
     topic: str | None  # a GAP_TOPICS key, or None for a question about the docs
     cited_pages: list[str]
+    covered: bool  # the answer did not say the docs do not seem to cover it
     up: bool = False
     down: bool = False
     escalated: bool = False
@@ -158,7 +160,8 @@ def _ask(qa: QAService, feedback: FeedbackStore, rng: random.Random, users: list
     asked = qa.ask(text, user_id=user, **kwargs)
     answer = asked.answer
     row = Asked(question_id=asked.question_id, day=day, channel=channel, text=text, topic=topic,
-                cited_pages=[_page(s.url) for s in answer.cited_sources])
+                cited_pages=[_page(s.url) for s in answer.cited_sources],
+                covered=bool(answer.sources) and not answer.text.startswith(NOT_COVERED))
     shown = answer.shown_sources
     right = [s for s in shown if s.chunk_id in positives]
     if topic is not None:
