@@ -4,6 +4,7 @@
   (DEEPMEM_CHAT_TOKEN or DEEPMEM_CHAT_USER_HEADER): without one, serve refuses to start. In Slack
   HTTP mode the server is meant to be reached from outside (by Slack, often through a proxy), so the
   chat is mounted there only with an access control;
+- the dashboard at /admin (``bot.admin``), wherever the chat is and behind the same access control;
 - with SLACK_BOT_TOKEN (and SLACK_SIGNING_SECRET for HTTP), Slack is served: over Socket Mode
   when SLACK_APP_TOKEN is set, else over HTTP at /slack/events (events, interactivity and slash
   commands all post there; a request whose timestamp is not a number is refused with 401);
@@ -47,6 +48,7 @@ from shared.settings import Settings, is_loopback
 from shared.store import Store
 from shared.vector_index import MemoryIndex
 
+from .admin import add_admin_routes
 from .inflight import InFlight
 from .web import add_chat_routes
 
@@ -144,6 +146,7 @@ def build_web_app(runtime: Runtime) -> web.Application:
     runtime.chat = chat_mounted(settings)
     if runtime.chat:
         add_chat_routes(app, runtime.qa, settings)
+        add_admin_routes(app, settings, runtime.feedback, runtime.embedder, runtime.store)  # the same access
     else:
         async def health(request: web.Request):
             return web.json_response({"ok": True})
