@@ -190,3 +190,25 @@ def test_export_and_import_round_trip_through_the_cli(backend, store_copy, tmp_p
     empty = CliRunner().invoke(cli, [*home, "feedback", "export", "--what", "questions", "--json"],
                                catch_exceptions=False)
     assert json.loads(empty.output) == []
+
+
+def test_forget_removes_the_users_thread_state_too(tmp_path, pg_url):
+    """With several replicas the threads the bot answered are in the database (shared.coordination): the
+    threads where a forgotten user asked go with the user."""
+    from shared.coordination import open_coordination
+
+    settings = load_settings(home=str(tmp_path / "home"), database_url=pg_url)
+    coordination = open_coordination(settings)
+    store = open_feedback(Home.open(tmp_path / "home"), settings)
+    try:
+        for qid, user, ts in (("qa", "alice", "1700000000.000100"), ("qb", "bob", "1700000000.000200")):
+            store.record([FeedbackStore.question_op(id=qid, asked_at=T0, source="slack", user_id=user, text="q?",
+                                                    channel_id="C1", thread_ts=ts)])
+            coordination.remember_thread("C1", ts, question_id=qid, message_ts=ts + "1")
+        store.forget("alice")
+        assert coordination.thread_of("qa") is None and not coordination.is_bot_thread("C1", "1700000000.000100")
+        assert coordination.thread_of("qb") == "1700000000.000200" and coordination.is_bot_thread("C1",
+                                                                                                "1700000000.000200")
+    finally:
+        store.close()
+        coordination.close()

@@ -179,9 +179,24 @@ class PostgresFeedback:
         elif kind == "forget":
             user = op["user_id"]
             asked = f"SELECT id FROM {SCHEMA}.questions WHERE user_id = %s"
+            self._forget_thread_state(conn, user)
             self._delete(conn, "events", f"user_id = %s OR question_id IN ({asked})", [user, user])
             self._delete(conn, "retrievals", f"question_id IN ({asked})", [user])
             self._delete(conn, "questions", "user_id = %s", [user])
+
+    @staticmethod
+    def _forget_thread_state(conn, user: str) -> int:
+        """The replicas' shared thread state (``shared.coordination``'s tables, when they exist) of the threads
+        where the user asked: which question was answered where, and that the bot follows the thread."""
+        removed = 0
+        if conn.execute("SELECT to_regclass('coordination_answers')").fetchone()[0] is not None:
+            removed += conn.execute(f"DELETE FROM coordination_answers WHERE question_id IN "
+                                    f"(SELECT id FROM {SCHEMA}.questions WHERE user_id = %s)", [user]).rowcount
+        if conn.execute("SELECT to_regclass('coordination_threads')").fetchone()[0] is not None:
+            removed += conn.execute(f"DELETE FROM coordination_threads t USING {SCHEMA}.questions q WHERE "
+                                    f"q.user_id = %s AND t.channel = q.channel_id AND t.thread_ts = q.thread_ts",
+                                    [user]).rowcount
+        return removed
 
     @staticmethod
     def _insert_event(conn, values: list) -> None:
