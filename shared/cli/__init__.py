@@ -36,12 +36,12 @@ class App:
         return Home.open(self.settings.home, create=not self.read_only)
 
     def store(self, create: bool = True):
-        from ..store import Store
+        from ..store import open_store
 
         if not create and "home" not in self.__dict__:  # a store that must exist needs a home that does
             self.read_only = True
         if self._store is None:
-            self._store = Store.open(self.home.store_path, create=create)
+            self._store = open_store(self.home, self.settings, create=create)
         return self._store
 
     @functools.cached_property
