@@ -433,8 +433,8 @@ class Store(DocumentStore):
         keys = list(keys)
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
-            out.update(self.conn.execute(f"SELECT key, payload FROM questions WHERE key IN ({','.join('?' * len(part))})",
-                                         part))
+            marks = ",".join("?" * len(part))
+            out.update(self.conn.execute(f"SELECT key, payload FROM questions WHERE key IN ({marks})", part))
         return out
 
     def cache_questions(self, generator: str, items: dict[str, str]) -> None:
