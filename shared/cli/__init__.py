@@ -325,4 +325,5 @@ def main() -> None:
 
 from . import deep_memory as _deep_memory  # noqa: E402,F401  (registers train, evaluate, adapters)
 from . import feedback as _feedback  # noqa: E402,F401  (registers feedback export, import, forget)
+from . import report as _report  # noqa: E402,F401  (registers report)
 from . import sources as _sources  # noqa: E402,F401  (registers sources list, remove)
