@@ -343,3 +343,33 @@ def test_the_real_pipeline_into_postgres_finds_what_sqlite_finds(pg_small_store,
             top = [Searcher(s, embedder).search(question, 5, mode="hybrid").hits[0].chunk.page_url
                    for s in (sqlite_store, pg_small_store)]
             assert top[0] == top[1], (question, top)
+
+
+def test_the_cli_on_postgres(pg_url, small_docs, tmp_path, monkeypatch):
+    """DEEPMEM_DATABASE_URL switches every store command to Postgres; nothing is written to the home's store.db."""
+    import json
+
+    from click.testing import CliRunner
+
+    from shared.cli import cli
+
+    docs = tmp_path / "runbooks"
+    docs.mkdir()
+    for name in ("wal.html", "lang_vacuum.html"):
+        shutil.copy(small_docs / name, docs / name)
+    monkeypatch.setenv("DEEPMEM_DATABASE_URL", pg_url)
+    run = lambda *args: CliRunner().invoke(cli, list(args), catch_exceptions=False)  # noqa: E731
+    assert run("search", "anything").exit_code == 1  # nothing ingested yet: a clear error
+    result = run("ingest", str(docs), "--collection", "runbooks", "-q")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(run("search", "write-ahead log checkpoint", "--collection", "runbooks", "--json").output)
+    assert hits["results"][0]["url"].startswith("wal.html")
+    result = CliRunner().invoke(cli, ["search", "x", "--collection", "api"])
+    assert result.exit_code == 1 and "unknown collection api" in result.output
+    status = json.loads(run("status", "--json").output)
+    assert status["path"].startswith("postgresql://") and status["pages"] == 2
+    assert status["collections"] == ["runbooks"]
+    assert " in runbooks: 2 pages" in run("sources").output
+    assert not (tmp_path / "home" / "store.db").exists()
+    assert run("sources", "remove", str(docs)).exit_code == 0
+    assert json.loads(run("status", "--json").output)["chunks"] == 0

@@ -105,6 +105,14 @@ class DeepmemGroup(click.Group):
             raise click.ClickException(f"the store{where} cannot be read ({exc}); it may be damaged: check it with "
                                        f"`sqlite3 store.db 'PRAGMA integrity_check'`, or ingest again into a fresh "
                                        f"DEEPMEM_HOME") from exc
+        except Exception as exc:
+            if not type(exc).__module__.startswith("psycopg"):
+                raise
+            # the database went away or refused mid-command (Postgres mode): one line, never the URL's password
+            store = getattr(ctx.obj, "_store", None)
+            where = f" {store.path}" if store is not None else ""
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise click.ClickException(f"the database{where} failed: {first}") from exc
 
 
 @click.group(cls=DeepmemGroup, context_settings={"help_option_names": ["-h", "--help"]})
