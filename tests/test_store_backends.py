@@ -45,8 +45,8 @@ def _page(store, source_id: int, url: str, texts: list[str], vectors: np.ndarray
                     anchors=(f"part-{i}",), text=t, ord=i, n_tokens=len(t.split())) for i, t in enumerate(texts)]
     with store.transaction():
         store.write_page(source_id=source_id, url=url, path=url, title=f"Page {url}",
-                         content_hash=str(hash(tuple(texts))), size=sum(map(len, texts)), chunks=chunks, embed_hashes=[f"h:{c.id}" for c in chunks],
-                         vectors=[v.tobytes() for v in vectors], links=list(links))
+                         content_hash=str(hash(tuple(texts))), size=sum(map(len, texts)), chunks=chunks,
+                         embed_hashes=[f"h:{c.id}" for c in chunks], vectors=[v.tobytes() for v in vectors], links=list(links))
     return chunks
 
 
