@@ -78,6 +78,10 @@ class Coordination(ABC):
         """True for the first claim of ``key`` within ``ttl`` seconds (default ``event_ttl``), False after."""
 
     @abstractmethod
+    def release_event(self, key: str) -> None:
+        """Give a claim back (the work it guarded failed): the next delivery of ``key`` may claim it."""
+
+    @abstractmethod
     def remember_thread(self, channel: str, thread_ts: str, *, question_id: str | None = None,
                         message_ts: str | None = None) -> None:
         """The bot answered in this thread: ``question_id`` there, posted as ``message_ts``."""
@@ -145,6 +149,10 @@ class MemoryCoordination(Coordination):
                 return False
             self._claims.put(digest, True, now + (self.event_ttl if ttl is None else ttl))
             return True
+
+    def release_event(self, key: str) -> None:
+        with self._lock:
+            self._claims.items.pop(event_key(key), None)
 
     def remember_thread(self, channel, thread_ts, *, question_id=None, message_ts=None) -> None:
         channel, thread_ts = _an_id("a channel id", channel), _an_id("a thread ts", thread_ts)
@@ -241,6 +249,9 @@ class PostgresCoordination(Coordination):
     def claim_event(self, key: str, ttl: float | None = None) -> bool:
         self._prune_now_and_then()
         return self._run(CLAIM, [event_key(key), self.event_ttl if ttl is None else ttl], fetch=True) is not None
+
+    def release_event(self, key: str) -> None:
+        self._run("DELETE FROM coordination_claims WHERE key = %s", [event_key(key)])
 
     def remember_thread(self, channel, thread_ts, *, question_id=None, message_ts=None) -> None:
         channel, thread_ts = _an_id("a channel id", channel), _an_id("a thread ts", thread_ts)

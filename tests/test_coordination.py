@@ -48,6 +48,14 @@ def test_the_first_claim_wins(backend):
     assert other.claim_event("Ev0002") is True and one.claim_event("Ev0002") is False
 
 
+def test_a_released_claim_can_be_claimed_again(backend):
+    one, other = backend(), backend()
+    assert one.claim_event("resolved:C1:1.1:1.2")
+    one.release_event("resolved:C1:1.1:1.2")  # the work failed: the next try may do it
+    assert other.claim_event("resolved:C1:1.1:1.2") and not one.claim_event("resolved:C1:1.1:1.2")
+    other.release_event("never-claimed")
+
+
 def test_concurrent_claims_have_exactly_one_winner(backend):
     replicas = [backend() for _ in range(3)]
     keys = [f"EvRACE{i}" for i in range(20)]
