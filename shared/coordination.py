@@ -211,6 +211,7 @@ INSERT INTO coordination_claims AS c (key, expires_at) VALUES (%s, now() + %s * 
 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE c.expires_at <= now()
 RETURNING true
 """
+APPLICATION = "deepmem coordination"
 TABLES = ("coordination_claims", "coordination_threads", "coordination_answers")
 
 
@@ -224,8 +225,10 @@ class PostgresCoordination(Coordination):
 
         self.event_ttl, self.thread_ttl = event_ttl, thread_ttl
         self._errors = (psycopg.Error,)
-        self._pool = ConnectionPool(url, min_size=1, max_size=connections, kwargs={"autocommit": True},
-                                    timeout=timeout, open=False, name="deepmem-coordination")
+        # a connection is checked when taken: one the server dropped (a restart, a failover) is replaced
+        self._pool = ConnectionPool(url, min_size=1, max_size=connections, timeout=timeout, open=False,
+                                    kwargs={"autocommit": True, "application_name": APPLICATION},
+                                    check=ConnectionPool.check_connection, name="deepmem-coordination")
         self._last_prune = 0.0
         self._prune_lock = threading.Lock()
         try:

@@ -153,6 +153,16 @@ def test_expired_rows_are_pruned_in_postgres(pg_url):
         assert counts == [0, 0, 0]
 
 
+def test_connections_the_server_dropped_are_replaced(pg_url):
+    with PostgresCoordination(pg_url) as coordination:
+        assert coordination.claim_event("Ev1")
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            dropped = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE application_name = 'deepmem coordination'").fetchone()[0]
+        assert dropped >= 1
+        assert not coordination.claim_event("Ev1") and coordination.claim_event("Ev2")
+
+
 def test_replicas_starting_together_create_the_tables_once(pg_url):
     opened, errors = [], []
 
