@@ -164,14 +164,16 @@ def exact(base: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.vstack(idx), np.vstack(sims)
 
 
-def recall(found: list[list[int]], base: np.ndarray, queries: np.ndarray, truth_sims: np.ndarray) -> float:
-    """Mean share of the K results whose true similarity reaches the exact K-th best (rowids are 1-based)."""
-    hits = []
+def quality(found: list[list[int]], base: np.ndarray, queries: np.ndarray, truth_sims: np.ndarray) -> dict:
+    """recall@10: mean share of the K results whose true similarity reaches the exact K-th best (rowids are
+    1-based); similarity_ratio: summed similarity of the results over the exact top K's (1.0 = as good)."""
+    hits, ratios = [], []
     for q, rows, sims in zip(queries, found, truth_sims):
         ids = np.asarray([r - 1 for r in rows][:K], dtype=np.int64)
         true = base[ids] @ q if len(ids) else np.zeros(0)
         hits.append(float(np.sum(true >= sims[K - 1] - 1e-5)) / K)
-    return round(float(np.mean(hits)), 4)
+        ratios.append(float(true.sum() / sims.sum()))
+    return {"recall@10": round(float(np.mean(hits)), 4), "similarity_ratio": round(float(np.mean(ratios)), 4)}
 
 
 def timed(search, queries: np.ndarray) -> tuple[list[list[int]], list[float]]:
@@ -247,20 +249,20 @@ def pgvector_arm(server, base: np.ndarray, queries: np.ndarray, truth_sims: np.n
         def search(q):
             return [r[0] for r in conn.execute(PG_QUERY, (q, q, K), prepare=True)]
 
-        conn.execute("SET hnsw.ef_search = 400")
+        conn.execute(f"SET hnsw.ef_search = {max(ef_values)}")
         timed(search, queries)  # warm the cache with the widest search
         out["sweep"] = []
         for ef in ef_values:
             conn.execute(f"SET hnsw.ef_search = {int(ef)}")
             found, times = timed(search, queries)
-            row = {"ef_search": ef, "recall@10": recall(found, base, queries, truth_sims), **summary_ms(times),
+            row = {"ef_search": ef, **quality(found, base, queries, truth_sims), **summary_ms(times),
                    "load": load()}
             print(f"  pgvector ef_search={ef}: {json.dumps(row)}", flush=True)
             out["sweep"].append(row)
         if exact_queries:  # the exact fallback: the same query with the index switched off (a parallel scan)
             conn.execute("SET enable_indexscan = off")
             found, times = timed(search, queries[:exact_queries])
-            out["exact_scan"] = {"recall@10": recall(found, base, queries[:exact_queries], truth_sims),
+            out["exact_scan"] = {**quality(found, base, queries[:exact_queries], truth_sims),
                                  **summary_ms(times)}
             conn.execute("RESET enable_indexscan")
     server.drop_database(url)
@@ -285,7 +287,7 @@ def sqlite_vec_arm(store: Store, path: Path, base, queries, truth_sims, n_querie
     store.vector_search(queries[0], K)  # warm
     found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:n_queries])
     return {"fill_s": round(fill_s, 1), "file_mb": round(path.stat().st_size / 1e6, 1),
-            "recall@10": recall(found, base, queries[:n_queries], truth_sims), **summary_ms(times),
+            **quality(found, base, queries[:n_queries], truth_sims), **summary_ms(times),
             "queries_measured": n_queries, "load": load()}
 
 
@@ -296,7 +298,7 @@ def memory_arm(store: Store, base, queries, truth_sims) -> dict:
     index.search(queries[0], K, collapse=False)  # warm
     found, times = timed(lambda q: [r for r, _ in index.search(q, K, collapse=False)], queries)
     out = {"load_s": round(load_s, 2), "matrix_mb": round(index.matrix.nbytes / 1e6, 1),
-           "recall@10": recall(found, base, queries, truth_sims), **summary_ms(times), "load": load()}
+           **quality(found, base, queries, truth_sims), **summary_ms(times), "load": load()}
     return out  # the index's matrix is freed here
 
 
@@ -337,7 +339,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--name", default="vector_scale", help="results file: bench/results/NAME.json")
-    parser.add_argument("--ef", default="40,100,200,400", help="hnsw.ef_search values to sweep")
+    parser.add_argument("--ef", default="40,100,200,400,800", help="hnsw.ef_search values to sweep")
     parser.add_argument("--sqlite-vec-queries", type=int, default=50,
                         help="queries timed on sqlite-vec at >= 1M (a scan)")
     parser.add_argument("--pg-exact-queries", type=int, default=20, help="queries timed with the HNSW index off")
