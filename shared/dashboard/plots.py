@@ -133,7 +133,7 @@ def runs_plot(board: Dashboard) -> str:
         elif r.status in ("failed", "interrupted"):
             count_ax.plot([r.started_at], [0], "x", color=COLORS["down"], markersize=8)
     if hit_ax.lines:
-        hit_ax.legend(loc="lower right", fontsize=7, ncols=2, frameon=False)
+        hit_ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=7, ncols=4, frameon=False)
     with_counts = [r for r in runs if r.feedback_questions is not None]
     if with_counts:
         count_ax.bar([r.started_at for r in with_counts], [r.real_questions or 0 for r in with_counts], width=0.3,
