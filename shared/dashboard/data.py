@@ -188,11 +188,14 @@ def _held_out(sets: dict, name: str) -> dict:
 
 
 def _collections(metrics: dict) -> dict:
-    """Per-collection metrics, where the run record has them (``collections`` at the top or in a set)."""
-    found = metrics.get("collections")
-    if not isinstance(found, dict):
-        found = next((s["collections"] for s in metrics.values()
-                      if isinstance(s, dict) and isinstance(s.get("collections"), dict)), {})
+    """Per-collection metrics, where the run record has them: a held-out set's ``by_collection`` (the real
+    questions' when they have it, else the synthetic split's)."""
+    found = {}
+    for name in ("real", "synthetic"):
+        held = metrics.get(name)
+        if isinstance(held, dict) and isinstance(held.get("by_collection"), dict) and held["by_collection"]:
+            found = held["by_collection"]
+            break
     out = {}
     for name, m in found.items():
         if isinstance(m, dict):
@@ -254,7 +257,7 @@ def build_dashboard(feedback, *, embed: Callable[[list[str]], np.ndarray] | None
     best = {r["question_id"]: r["best"] for r in feedback.rows(Q.BEST_SCORES, window)}
     questions: dict[str, _Question] = {}
     for r in rows:
-        answered = bool(r.get("answer")) and r.get("answer_mode") != "error" and \
+        answered = bool(r["has_answer"]) and r.get("answer_mode") != "error" and \
             best.get(r["id"]) is not None and best[r["id"]] >= NOT_FOUND_SCORE
         questions[r["id"]] = _Question(id=r["id"], asked_at=_utc(r["asked_at"]), channel=_channel(r), text=r["text"],
                                        answered=answered)
