@@ -101,10 +101,19 @@ def _per_day(board: Dashboard) -> str:
 
 def _per_channel(board: Dashboard) -> str:
     if not board.per_channel:
-        return _section("per-channel", "Questions per channel", _empty("No questions in this window."))
-    rows = "".join(f"<tr><td>{_e(name)}</td>{_counts_cells(c)}</tr>" for name, c in board.per_channel[:50])
-    body = (_img(plots.per_channel_plot(board), "per-channel", "questions per channel") +
-            f"<table><thead><tr><th>channel</th>{COUNT_HEADS}</tr></thead><tbody>{rows}</tbody></table>")
+        return _section("per-channel", "Questions per channel", _empty("No questions in this window, and no "
+                                                                       "channel configured."))
+    setup = board.channel_setup
+    default = setup.get("default", "")
+    cells = (lambda name: f"<td>{_e(setup.get(name, default))}</td>") if setup else (lambda name: "")
+    rows = "".join(f"<tr><td>{_e(name)}</td>{cells(name)}{_counts_cells(c)}</tr>" for name, c in board.per_channel[:50])
+    head = "<th>channel</th>" + ("<th>answers (mode; collections)</th>" if setup else "") + COUNT_HEADS
+    body = f'<table class="channels"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    if board.totals.questions:
+        body = _img(plots.per_channel_plot(board), "per-channel", "questions per channel") + body
+    if setup:
+        body += (f'<p class="note">Direct messages, /ask, the local chat and channels not configured answer with '
+                 f'the default: {_e(default)}.</p>')
     return _section("per-channel", "Questions per channel", body)
 
 
