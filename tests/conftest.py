@@ -18,6 +18,23 @@ from shared.settings import load_settings  # noqa: E402
 from .helpers import corpus  # noqa: E402
 
 
+def pytest_configure(config):
+    """A temporary folder of this run's own: pytest's shared /tmp/pytest-of-<user> keeps only the
+    three newest runs and deletes older ones, so two runs side by side (a developer's and a
+    benchmark's) would delete each other's files, a Postgres data folder among them."""
+    if not config.option.basetemp and not hasattr(config, "workerinput"):
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="deepmem-pytest-")
+        config._deepmem_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    basetemp = getattr(config, "_deepmem_basetemp", None)
+    if basetemp:
+        shutil.rmtree(basetemp, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """Every test gets its own DEEPMEM_HOME and no credentials from the outside world."""
