@@ -319,7 +319,10 @@ def test_hostile_question_text_and_channel_names_are_shown_as_text(store_copy, e
     feedback = FeedbackStore(home)
     qa = QAService(Answerer(open_searcher(store_copy, embedder, home), settings), feedback)
     hostile = '<script>alert(1)</script><img src=x onerror=alert(2)> "quoted" & how do I reset my VPN?'
-    for channel in ('C"><script>alert(3)</script>', "C0HELPDOCS"):
+    for channel in ('C"><script>alert(3)</script>', "C0HELPDOCS", "$x_{$"):
+        # a $ in a plot label is a dollar sign, not the start of matplotlib's math mode
+        asked = qa.ask("How do I pay $x_{$ for the VPN?", source="slack", user_id="U2", channel_id=channel)
+        qa.vote(asked.question_id, "U2", -1)
         asked = qa.ask(hostile, source="slack", user_id="U1", channel_id=channel)
         qa.vote(asked.question_id, "U1", -1)
     page = dashboard_page(feedback, embed=embedder.embed, store=store_copy)
@@ -330,3 +333,4 @@ def test_hostile_question_text_and_channel_names_are_shown_as_text(store_copy, e
     assert not any(k.startswith("on") for _, a in parser.tags for k in a)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; &quot;quoted&quot; &amp;" in page
     assert "C&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in page
+    assert "How do I pay $x_{$ for the VPN?" in page
