@@ -23,7 +23,7 @@ from bot.server import build_runtime, build_web_app
 from shared.answer import Answerer
 from shared.cli import cli
 from shared.dashboard import build_dashboard, dashboard_page, render_page
-from shared.dashboard.topics import group_topics
+from shared.dashboard.topics import VectorMemo, group_topics
 from shared.feedback.store import FeedbackStore
 from shared.home import Home
 from shared.qa import QAService
@@ -131,6 +131,16 @@ def test_group_topics_on_questions_people_ask(embedder):
     assert vpn.label in texts and {"vpn", "password"} <= set(vpn.terms)
     assert group_topics([], embedder.embed) == []
     assert len(group_topics(["only one"], embedder.embed)) == 1
+
+
+def test_vectors_are_remembered_and_bounded(embedder):
+    calls = []
+    memo = VectorMemo(lambda texts: calls.append(list(texts)) or embedder.embed(texts), size=3)
+    first = memo(["a question", "another", "a question"])
+    assert calls == [["a question", "another"]] and np.allclose(first[0], first[2])
+    assert np.allclose(memo(["another"]), embedder.embed(["another"]), atol=1e-5) and len(calls) == 1
+    memo(["third", "fourth"])
+    assert len(memo.vectors) == 3 and "a question" not in memo.vectors
 
 
 def test_most_and_least_cited_pages_are_what_answers_cited_and_people_clicked(week, embedder):
