@@ -36,12 +36,12 @@ class App:
         return Home.open(self.settings.home, create=not self.read_only)
 
     def store(self, create: bool = True):
-        from ..store import Store
+        from ..store import open_store
 
         if not create and "home" not in self.__dict__:  # a store that must exist needs a home that does
             self.read_only = True
         if self._store is None:
-            self._store = Store.open(self.home.store_path, create=create)
+            self._store = open_store(self.home, self.settings, create=create)
         return self._store
 
     @functools.cached_property
@@ -105,6 +105,14 @@ class DeepmemGroup(click.Group):
             raise click.ClickException(f"the store{where} cannot be read ({exc}); it may be damaged: check it with "
                                        f"`sqlite3 store.db 'PRAGMA integrity_check'`, or ingest again into a fresh "
                                        f"DEEPMEM_HOME") from exc
+        except Exception as exc:
+            if not type(exc).__module__.startswith("psycopg"):
+                raise
+            # the database went away or refused mid-command (Postgres mode): one line, never the URL's password
+            store = getattr(ctx.obj, "_store", None)
+            where = f" {store.path}" if store is not None else ""
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise click.ClickException(f"the database{where} failed: {first}") from exc
 
 
 @click.group(cls=DeepmemGroup, context_settings={"help_option_names": ["-h", "--help"]})

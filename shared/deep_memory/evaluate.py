@@ -84,7 +84,7 @@ def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: 
                                f"fall in different splits), so its test split cannot be rebuilt fairly: "
                                f"train again with `deepmem train`, or score it on your own questions with --queries")
     questions, _ = synthetic_questions(store, settings, generator, progress=False)
-    row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+    row_of = store.chunk_rowids()
     items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
     data = Dataset.build(store, [("synthetic", items)], spec)
     from .job import _as_resolved

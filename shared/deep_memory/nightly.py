@@ -50,7 +50,7 @@ from ..queries import Resolver
 from ..questions import resolve_generator, synthetic_questions
 from ..questions.vectors import embed_questions
 from ..settings import Settings
-from ..store import Store
+from ..store import Store, open_store
 from ..vector_index import MemoryIndex
 from .dataset import Dataset, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy
@@ -199,7 +199,7 @@ def _embed(store: Store, embedder: Embedder, texts: list[str], deadline: Deadlin
 def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedder | None, feedback: FeedbackStore,
          log, deadline: Deadline) -> dict:
     embedder = embedder or make_embedder(settings)
-    with Store.open(home.store_path, create=False) as store:
+    with open_store(home, settings, create=False) as store:
         if config.reingest:
             from ..ingest import ingest, reingestable_sources
 
@@ -214,7 +214,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
                 log(f"re-ingested {source.uri}: {report.pages_new} new, {report.pages_changed} changed, "
                     f"{report.pages_removed} removed, {report.pages_failed} failed")
         store.check_embedder(embedder.name, embedder.dim)
-        row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+        row_of = store.chunk_rowids()
 
         # real questions, split by question: the held-out side is never trained on, nor shown to the generator
         resolver = Resolver(store)
