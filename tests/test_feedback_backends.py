@@ -169,6 +169,10 @@ def test_export_and_import_round_trip_through_the_cli(backend, store_copy, tmp_p
              {"query": "what is a page?", "relevant": [page], "not_relevant": [chunk], "user": "importer"}]
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if backend.url:  # the store is in the database too: entries are resolved against it
+        from shared.migrate import migrate_home
+
+        assert migrate_home(backend.home, backend.url).ok
     home = ["--home", str(backend.home.root)]
     result = CliRunner().invoke(cli, [*home, "feedback", "import", str(path)], catch_exceptions=False)
     assert result.exit_code == 0 and "imported 2 questions, 3 labels" in result.output
