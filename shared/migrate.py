@@ -1,8 +1,11 @@
 """`deepmem migrate --to postgresql://…`: a single-machine data directory copied into the scale-out database.
 
-What is copied: the feedback log (questions, retrievals, events, and the retraining runs), the
-adapter versions and the active pointer, and (when the Postgres store is available) the store.
-Every copy is idempotent: a row is inserted when missing and updated only when it differs, so
+What is copied: the adapter versions with the active pointer and its history, the feedback log
+(questions, retrievals, events, and the retraining runs), and the store (sources, pages with their
+chunks, vectors and links, read and written through the ``DocumentStore`` interface on both sides;
+that interface does not return a page's original size in bytes, which nothing reads, so copied
+pages record 0; the caches of generated questions and their vectors are not copied: the first
+nightly run there fills them again). Every copy is idempotent: a row is inserted when missing and updated only when it differs, so
 running the migration twice changes nothing the second time (and a migration interrupted half-way
 is finished by running it again). The data directory is only read.
 
