@@ -20,12 +20,17 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from bot.server import build_runtime
 from shared.cli import cli
+from shared.home import Home
+from shared.migrate import migrate_home
+from shared.settings import load_settings
 
 from .helpers import corpus
 from .helpers.slack_history import HELP, SlackHistory
@@ -170,6 +175,33 @@ def test_the_whole_product(deployment, backend, embedder):
     if backend == "postgres":  # the data directory holds no store, feedback log or adapters of its own
         home = deployment["home"]
         assert not [p for p in (home / "store.db", home / "feedback.duckdb", home / "adapters") if p.exists()]
+
+
+def test_a_replica_uses_the_feedback_memory_settings_the_nightly_run_tuned(backend, deployment, tmp_path, store_copy):
+    """The nightly job saves the settings it tuned in its data directory (memory.json) and in its run
+    record. With Postgres the trainer is another machine: a replica, with a data directory of its own,
+    takes them from the run record in the shared feedback log."""
+    from shared.feedback import open_feedback
+    from shared.feedback.store import FeedbackStore, now
+    from shared.feedback_memory import MemoryParams
+
+    tuned = MemoryParams(threshold=0.72, boost=0.45, penalty=0.15)
+    home = Home.open(store_copy.path.parent)
+    trainer = load_settings(home=str(home.root))  # DEEPMEM_DATABASE_URL in Postgres mode
+    if backend == "postgres":
+        assert migrate_home(home, deployment["url"]).ok  # the small store, in the database every replica shares
+    tuned.save(home.root / "memory.json", {"tuned_at": now()})  # what the nightly job writes, in this order
+    open_feedback(home, trainer).record([FeedbackStore.run_op(
+        id="r1", started_at=now(), finished_at=now(), trigger="schedule", status="kept",
+        metrics=json.dumps({"memory": asdict(tuned)}))])
+    replica = trainer if backend == "sqlite" else trainer.model_copy(update={"home": tmp_path / "replica"})
+    runtime = build_runtime(replica)
+    try:
+        runtime.memory.refresh()
+        assert runtime.memory.memory.params == tuned
+    finally:
+        runtime.qa.answerer.searcher.adapters.close()
+        runtime.store.close()
 
 
 def test_both_backends_give_the_same_results():
