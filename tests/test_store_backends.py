@@ -180,6 +180,12 @@ def test_hnsw_recall_on_random_vectors(backend):
     _fill(backend, rng, 30, 100)
     if backend.kind == "postgres":
         backend.exact_limit = 1000  # 3000 chunks: the index answers
+        assert backend.build_vector_index(if_needed=True) and not backend.build_vector_index()
+        with backend.transaction():
+            backend.conn.execute("SELECT set_config('hnsw.ef_search', '400', true)")
+            plan = backend.conn.execute("EXPLAIN SELECT rowid FROM chunks ORDER BY embedding <=> %s LIMIT 10",
+                                        (np.ones(DIM, np.float32),)).fetchall()
+        assert "chunks_embedding_hnsw" in str(plan)
     rowids, matrix = backend.all_vectors()
     recalls = []
     for q in _unit(rng, 50):
@@ -218,6 +224,7 @@ def test_collections_filter(backend):
     for limit in settings:
         if backend.kind == "postgres":
             backend.exact_limit = limit
+            backend.build_vector_index(if_needed=True)  # at 50: the index, over-fetched and filtered
         for q in _unit(rng, 5):
             for wanted in (["small"], ["big"], ["big", "small"]):
                 scores = np.where(np.isin(of, wanted), matrix @ q, -np.inf)
