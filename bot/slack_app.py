@@ -91,7 +91,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
                    logger=log)
     track = (in_flight if in_flight is not None else InFlight()).track
     coordination = coordination if coordination is not None else MemoryCoordination()
-    resolved = ResolvedThreads(qa, settings)
+    resolved = ResolvedThreads(qa, settings, coordination)
 
     # -- deliveries and thread state, shared with the other replicas -----------------------
     async def first_time(key: str, ttl: float | None = None) -> bool:

@@ -236,7 +236,7 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
 
     question = _checked_question(question)
     app.read_only = True
-    searcher = open_searcher(app.store(create=False), app.embedder, app.home)
+    searcher = open_searcher(app.store(create=False), app.embedder, app.home, settings=app.settings)
     result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory,
                              collections=collections or None)
     hits = result.hits
@@ -288,7 +288,7 @@ def status(app: App, as_json: bool) -> None:
     from ..status import collect_status
 
     app.read_only = True
-    info = collect_status(app.home, app.store(create=False))
+    info = collect_status(app.home, app.store(create=False), app.settings)
     if as_json:
         echo_json(info)
         return
@@ -333,5 +333,6 @@ def main() -> None:
 
 from . import deep_memory as _deep_memory  # noqa: E402,F401  (registers train, evaluate, adapters)
 from . import feedback as _feedback  # noqa: E402,F401  (registers feedback export, import, forget)
+from . import migrate as _migrate  # noqa: E402,F401  (registers migrate)
 from . import report as _report  # noqa: E402,F401  (registers report)
 from . import sources as _sources  # noqa: E402,F401  (registers sources list, remove)
