@@ -173,7 +173,9 @@ async def measure(count: int, database_url: str, home_for, api, seconds: float, 
         envs = [replica_env(home_for(count, i), database_url=database_url, slack_api_url=api.base_url,
                             secret=SECRET) for i in range(count)]
         started = time.perf_counter()
-        replicas = await start_replicas(envs, work, session, api, SECRET)
+        logs = work / f"logs-{count}"
+        logs.mkdir()
+        replicas = await start_replicas(envs, logs, session, api, SECRET)
         ready_s = time.perf_counter() - started
         try:
             await step(session, replicas, api, 2 * count, 2, texts, f"warm{count}x")  # caches, first queries
