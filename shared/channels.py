@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 from .collections import check_name
 from .errors import ConfigError
+from .home import Home
 
 __all__ = ["ChannelSettings", "ChannelConfig", "ChannelConfigFile", "MODES", "check_channel_id", "check_expert",
            "check_collections", "FILE_NAME"]
@@ -192,7 +193,7 @@ class ChannelConfig:
     # -- the file ----------------------------------------------------------------------------
     @staticmethod
     def path(home) -> Path:
-        return Path(getattr(home, "root", home)) / FILE_NAME
+        return (home.root if isinstance(home, Home) else Path(home)) / FILE_NAME
 
     @classmethod
     def load(cls, home) -> "ChannelConfig":
