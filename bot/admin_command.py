@@ -9,9 +9,9 @@
     /deepmem channel #other mode all               (another channel)
     /deepmem default mode mention                  (DMs, /ask and channels not configured)
 
-Only workspace admins and owners (``users.info``: is_admin, is_owner) may change anything; others
-are told so. A named channel is checked with ``conversations.info``; collections with the store.
-Replies are ephemeral (the command's response_url). The change goes through
+Anyone may look (``show``); only workspace admins and owners (``users.info``: is_admin, is_owner)
+may change anything, others are told so. A named channel is checked with ``conversations.info``;
+collections with the store. Replies are ephemeral (the command's response_url). The change goes through
 ``ChannelConfigFile.update`` (locked, atomic), the same as `deepmem channels set`.
 """
 
@@ -134,7 +134,7 @@ def register_admin_command(app, qa: QAService, channels: ChannelConfigFile, trac
         try:
             target, action, args = parse_command(command.get("text") or "", here)
             try:
-                admin = await is_admin(client, user)
+                admin = action == "show" or await is_admin(client, user)  # anyone may look
             except SlackApiError as exc:
                 error = exc.response.get("error") if exc.response is not None else "unknown"
                 raise CommandError(f"cannot check who you are ({error}): the app needs the users:read scope") \

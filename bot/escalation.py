@@ -37,8 +37,8 @@ class Escalation:
         """Tag the experts of the question's channel in its thread, unless that was done already;
         returns whether anything was posted. ``quiet``: say nothing to ``user`` when it was."""
         asked = await asyncio.to_thread(self.qa.question, question_id)
-        if asked is None:
-            return False
+        if asked is None or channel and asked["channel_id"] and asked["channel_id"] != channel:
+            return False  # a button on another channel's answer tags nobody here
         channel = asked["channel_id"] or channel
         thread_ts = asked["thread_ts"] or thread_ts
         if not channel:

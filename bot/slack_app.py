@@ -165,7 +165,9 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         return turns
 
     async def answer(client, *, channel: str, thread_ts: str, text: str, user: str, team: str | None,
-                     key: str, history=(), scope: ChannelSettings):
+                     key: str, history=(), scope: ChannelSettings, unasked: bool = False):
+        """``unasked``: a question posted in an all-mode channel, not to the bot: answered only when
+        the docs cover it (the bot does not interrupt people to say it does not know)."""
         private = scope.ephemeral and not channel.startswith("D")  # a DM is private already
 
         async def say(text: str, blocks=None):
@@ -190,6 +192,8 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
             log.exception("answering failed")
             await say("Sorry, something went wrong while answering. Please try again.")
             return
+        if unasked and not asked.answer.covered:
+            return  # recorded (an unanswered question for the docs team), not posted
         response = await say(answer_text(asked.answer), answer_blocks(asked.question_id, asked.answer))
         ts = None if private else response.get("ts")  # an ephemeral message cannot be reacted to
         question_threads[asked.question_id] = thread_ts
@@ -259,7 +263,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
             if event.get("thread_ts") else []
         answering = answer(client, channel=event["channel"], thread_ts=thread_ts, text=_question_text(text),
                            user=event["user"], team=body.get("team_id"), key=body.get("event_id") or event["ts"],
-                           history=history, scope=scope)
+                           history=history, scope=scope, unasked=asked_channel and not follow_up)
         if thanks:
             await asyncio.gather(checking, answering)
         else:

@@ -297,7 +297,7 @@ async def test_ephemeral_answers_are_shown_only_to_the_asker(home):
         # Yes on an ephemeral answer is a vote like any other
         question = slack.feedback().questions()[0]
         assert question["message_ts"] is None
-        await slack.action("answered_yes", question["id"], user="U_DAVE", action_ts="700.1")
+        await slack.action("answered_yes", question["id"], user="U_DAVE", action_ts="700.1", channel=API)
         await asyncio.sleep(0.5)
         assert [(l["user_id"], l["label"]) for l in slack.feedback().labels()][:1] == [("U_DAVE", 1)]
 
@@ -314,7 +314,7 @@ async def test_yes_and_no_are_recorded_as_labels_and_old_buttons_still_work(home
         await asyncio.sleep(0.3)
         question = slack.feedback().questions()[0]
         await slack.action("answered_yes", question["id"], user="U_ALICE", action_ts="800.1")
-        await slack.action("answered_no", question["id"], user="U_BOB", action_ts="800.2",
+        await slack.action("answered_no", question["id"], user="U_BOB", action_ts="800.2", channel=RUNBOOKS,
                            message={"ts": question["message_ts"], "thread_ts": "1700005000.000001"})
         await slack.action("vote_up", question["id"], user="U_CAROL", action_ts="800.3")  # an answer from before
         await slack.event({"type": "reaction_added", "user": "U_ERIN", "reaction": "-1", "event_ts": "800.4",
@@ -360,15 +360,17 @@ async def test_ask_an_expert_tags_the_experts_once_across_clicks_and_restarts(ho
         await asyncio.sleep(0.3)
         question = slack.feedback().questions()[0]
         where = {"ts": question["message_ts"], "thread_ts": thread}
-        await slack.action("escalate", question["id"], user="U_ALICE", action_ts="900.1", message=where)
+        await slack.action("escalate", question["id"], user="U_ALICE", action_ts="900.1", message=where,
+                           channel=RUNBOOKS)
         tagged = (await slack.wait_posts(2))[1]
         assert tagged["channel"] == RUNBOOKS and tagged["thread_ts"] == thread
         assert tagged["text"].startswith(f"<@{EXPERT}> <!subteam^{GROUP}>: the docs do not seem to cover")
         assert "question from <@UASKER0001>: “Who approves a production database migration?”" in tagged["text"]
         # a second click, by someone else, at once and later: told privately, nobody tagged again
-        await asyncio.gather(slack.action("escalate", question["id"], user="U_BOB", action_ts="900.2", message=where),
+        await asyncio.gather(slack.action("escalate", question["id"], user="U_BOB", action_ts="900.2", message=where,
+                                          channel=RUNBOOKS),
                              slack.action("escalate", question["id"], user="U_CAROL", action_ts="900.3",
-                                          message=where))
+                                          message=where, channel=RUNBOOKS))
         told = await slack.wait_posts(2, "chat.postEphemeral")
         assert {t["user"] for t in told} == {"U_BOB", "U_CAROL"} and "already asked" in told[0]["text"]
         assert len(await settle(slack)) == 2
@@ -376,9 +378,12 @@ async def test_ask_an_expert_tags_the_experts_once_across_clicks_and_restarts(ho
         assert [(e["question_id"], e["user_id"], e["value"], e["detail"]) for e in escalations] == \
             [(question["id"], "U_ALICE", 1, "button")]
     async with serving_bot(SECRET) as slack:  # a restart: nothing in memory
-        await slack.action("escalate", question["id"], user="U_DAVE", action_ts="900.4", message=where)
+        await slack.action("escalate", question["id"], user="U_DAVE", action_ts="900.4", message=where,
+                           channel=RUNBOOKS)
+        # a button on this answer pressed from another channel (a forged payload) tags nobody there
+        await slack.action("escalate", question["id"], user="U_DAVE", action_ts="900.5", message=where, channel=API)
         await slack.wait_posts(1, "chat.postEphemeral")
-        assert await settle(slack) == []
+        assert await settle(slack) == [] and len(slack.api.posts("chat.postEphemeral")) == 1
         assert len(await _escalations(slack)) == 1
         # forgetting a user removes their escalation records
         slack.feedback().forget("U_ALICE")
@@ -394,16 +399,16 @@ async def test_no_experts_configured_is_said_once_and_a_no_without_better_source
         await asyncio.sleep(0.3)
         question = slack.feedback().questions()[0]
         where = {"ts": question["message_ts"], "thread_ts": thread}
-        await slack.action("answered_no", question["id"], user="U_BOB", action_ts="950.1", message=where)
+        await slack.action("answered_no", question["id"], user="U_BOB", action_ts="950.1", message=where, channel=FAQ)
         note = (await slack.wait_posts(2))[1]
         assert note["thread_ts"] == thread and "who to ask is not configured" in note["text"]
-        await slack.action("escalate", question["id"], user="U_BOB", action_ts="950.2", message=where)
+        await slack.action("escalate", question["id"], user="U_BOB", action_ts="950.2", message=where, channel=FAQ)
         await slack.wait_posts(1, "chat.postEphemeral")
         assert len(await settle(slack)) == 2
         assert [(e["value"], e["detail"]) for e in await _escalations(slack)] == [(0, "no")]
     configure(home, FAQ, collections=("faq",), experts=(EXPERT,))  # configured later: the next click tags
     async with serving_bot(SECRET) as slack:
-        await slack.action("escalate", question["id"], user="U_BOB", action_ts="950.3", message=where)
+        await slack.action("escalate", question["id"], user="U_BOB", action_ts="950.3", message=where, channel=FAQ)
         tagged = (await slack.wait_posts(1))[0]
         assert tagged["text"].startswith(f"<@{EXPERT}>: the docs")
         assert sorted(e["value"] for e in await _escalations(slack)) == [0, 1]
@@ -432,7 +437,7 @@ async def test_slash_deepmem_configures_a_channel_for_admins_only(home):
             assert status == 200 and seconds < 1.0
             return await _response(slack, n)
 
-        assert "not configured: the default applies" in await deepmem("channel show")
+        assert "not configured: the default applies" in await deepmem("channel show", user=MEMBER)  # anyone may look
         reply = await deepmem("channel collections runbooks,faq")
         assert reply.startswith(f"<#{RUNBOOKS}>: answers when mentioned") and "from faq, runbooks" in reply
         assert "answers every question" in await deepmem("channel mode all")

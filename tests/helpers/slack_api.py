@@ -200,9 +200,9 @@ class Harness:
         return await self.post(event_body(event, event_id or f"Ev{self.n:04d}"), **kw)
 
     async def action(self, action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None,
-                     **kw):
-        return await self.post(**action_request(action_id, value, user=user, action_ts=action_ts, message=message),
-                               **kw)
+                     channel="C1", **kw):
+        return await self.post(**action_request(action_id, value, user=user, action_ts=action_ts, message=message,
+                                                channel=channel), **kw)
 
     async def command(self, text: str, *, user="U_CAROL", channel="C2", trigger_id="trig-1", name="/ask", **kw):
         body = urlencode({"command": name, "text": text, "user_id": user, "channel_id": channel, "team_id": TEAM,
@@ -221,11 +221,12 @@ class Harness:
         return self.runtime.feedback
 
 
-def action_request(action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None) -> dict:
+def action_request(action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None,
+                   channel="C1") -> dict:
     """The body and content type of a block action (a button pressed in Slack)."""
     payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": user}, "api_app_id": "A0001",
                "trigger_id": f"tr{time.time_ns()}", "container": {"type": "message"}, "message": message or {},
-               "channel": {"id": "C1"}, "actions": [{"action_id": action_id, "block_id": "b", "value": value,
+               "channel": {"id": channel}, "actions": [{"action_id": action_id, "block_id": "b", "value": value,
                                                     "type": "button",
                                                     "action_ts": action_ts or f"{time.time():.6f}"}]}
     return {"body": urlencode({"payload": json.dumps(payload)}), "content_type": "application/x-www-form-urlencoded"}
