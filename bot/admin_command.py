@@ -128,7 +128,7 @@ def register_admin_command(app, qa: QAService, channels: ChannelConfigFile, trac
 
     @track
     async def run_admin(command, client, respond):
-        if not first_time(f"cmd:{command.get('trigger_id')}"):
+        if not await first_time(f"cmd:{command.get('trigger_id')}"):
             return
         user, here = command.get("user_id"), command.get("channel_id") or ""
         try:

@@ -4,7 +4,9 @@ When the docs do not cover a question the answer offers an "Ask an expert" butto
 no better section to offer asks for one too. The channel's experts (``shared.channels``: users
 and user groups) are then tagged in the thread, once per thread: the escalation is recorded in
 the feedback log as an ``escalated`` event whose id names the channel and thread, and checked
-there first, so a second click, a second person or a restart never tags them again. With no
+there first, so a second click, a second person or a restart never tags them again; while one
+replica tags and records, it holds a claim on the thread (``shared.coordination``, in the database
+with several replicas), so two clicks on two replicas at once tag once too. With no
 experts configured the thread is told so, once too (a separate record: configuring experts later
 lets the next click tag them). In a direct message nobody can be tagged into the conversation;
 the asker is told whom to ask instead.
@@ -27,9 +29,11 @@ QUOTED = 300  # characters of the question quoted when the experts are tagged
 
 
 class Escalation:
-    def __init__(self, qa: QAService, channels: ChannelConfigFile):
+    def __init__(self, qa: QAService, channels: ChannelConfigFile, claim=None):
+        """``claim``: an async function, True for the first claim of a key (across replicas)."""
         self.qa = qa
         self.channels = channels
+        self.claim = claim
         self._deciding = asyncio.Lock()  # one escalation decided at a time: two clicks at once tag once
 
     async def escalate(self, client, *, question_id: str, user: str, channel: str | None, thread_ts: str | None,
@@ -47,7 +51,8 @@ class Escalation:
         tagged = bool(experts)
         where = thread_ts or question_id  # an answer shown only to the asker (/ask) has no thread
         async with self._deciding:
-            if await asyncio.to_thread(self.qa.escalated, channel, where, tagged):
+            claimed = self.claim is None or await self.claim(self.qa.escalation_id(channel, where, tagged))
+            if not claimed or await asyncio.to_thread(self.qa.escalated, channel, where, tagged):
                 if not quiet:
                     await outgoing.post_ephemeral(client, channel=channel, user=user, thread_ts=thread_ts,
                                                   text=self._already(experts))

@@ -17,7 +17,10 @@
   (``bot.resolved_threads``): its links become labels on the question, and in a public channel
   the answer becomes a citable document. Thanks that ask nothing is not answered.
 - Slack is acknowledged at once; retrieval and generation run afterwards, off the event loop.
-- A retried or duplicated delivery is answered once: events are remembered by their id.
+- A retried or duplicated delivery is answered once: events are claimed by their id in the
+  coordination (``shared.coordination``), which every replica shares in Postgres mode, so a retry
+  that reaches another replica is not answered again. The threads the bot answered are kept there
+  too: a follow-up is recognised by any replica.
 - The bot ignores itself (Bolt) and every other bot (a middleware here).
 - Requests are verified by signature (Bolt: HMAC-SHA256, constant-time compare, 5-minute
   window), always: the app is never built without verification. Over HTTP that needs
@@ -34,15 +37,13 @@ import asyncio
 import logging
 import re
 import secrets
-import threading
-import time
-from collections import OrderedDict
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from shared.channels import ChannelConfigFile, ChannelSettings
+from shared.coordination import Coordination, MemoryCoordination
 from shared.errors import ConfigError
 from shared.history import RESOLVED_REACTIONS, THANKS, is_question
 from shared.home import Home
@@ -56,35 +57,17 @@ from .escalation import Escalation
 from .inflight import InFlight
 from .resolved_threads import ResolvedThreads
 
-__all__ = ["build_slack_app", "SeenKeys", "signing_secret", "MAX_QUESTION"]
+__all__ = ["build_slack_app", "signing_secret", "MAX_QUESTION"]
 
 log = logging.getLogger("deepmem.bot")
-RECENT_ANSWERS = 10_000
+SIGNATURE_TTL = 10 * 60  # seconds a request's signature is remembered (Bolt refuses older timestamps anyway)
 MAX_QUESTION = 2000  # characters of a question that are answered (the local chat refuses longer ones)
+ESCALATION_CLAIM = 120.0  # seconds one replica holds a thread's escalation while it tags and records it
 MAX_ID = 128  # a question id, chunk id or user id in a button's value
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: not text, cannot be stored
 for noisy in ("slack_sdk", "slack_bolt", "sentence_transformers"):  # DEBUG logs with request bodies, model chatter
     logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class SeenKeys:
-    """Keys seen within ``ttl`` seconds (delivery ids, signatures), thread-safe."""
-
-    def __init__(self, ttl: float = 3 * 3600, limit: int = 100_000):
-        self.ttl, self.limit = ttl, limit
-        self._keys: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first_time(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            while self._keys and (len(self._keys) > self.limit or next(iter(self._keys.values())) < now - self.ttl):
-                self._keys.popitem(last=False)
-            if key in self._keys:
-                return False
-            self._keys[key] = now
-            return True
 
 
 def _question_text(text: str) -> str:
@@ -112,31 +95,40 @@ def signing_secret(settings: Settings) -> str:
     raise ConfigError("Slack over HTTP needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)")
 
 
-def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | None = None) -> AsyncApp:
+def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | None = None,
+                    coordination: Coordination | None = None) -> AsyncApp:
     token = settings.slack_bot_token.get_secret_value()
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     app = AsyncApp(signing_secret=signing_secret(settings), client=client, request_verification_enabled=True,
                    logger=log)
     track = (in_flight if in_flight is not None else InFlight()).track
-    deliveries = SeenKeys()
-    signatures = SeenKeys(ttl=10 * 60)
-    messages: dict[str, str] = {}  # answer message ts -> question id (recent answers)
-    question_threads: dict[str, str] = {}  # question id -> thread ts (recent answers)
-    threads: dict[str, bool] = {}  # threads the bot answered in: follow-ups there are answered too
+    coordination = coordination if coordination is not None else MemoryCoordination()
     resolved = ResolvedThreads(qa, settings)
     channel_config = ChannelConfigFile(Home.open(settings.home), on_error=log.warning)
-    escalation = Escalation(qa, channel_config)
 
     def settings_for(channel: str) -> ChannelSettings:
         """A channel's settings; a direct message's are the default."""
         config = channel_config.current()
         return config.default if channel.startswith("D") else config.for_channel(channel)
 
+    # -- deliveries and thread state, shared with the other replicas -----------------------
+    async def first_time(key: str, ttl: float | None = None) -> bool:
+        """Whether this is the first delivery of ``key`` to any replica (only the first is handled)."""
+        return await asyncio.to_thread(coordination.claim_event, key, ttl)
+
+    # one replica at a time tags a thread's experts (the feedback log then says it was done)
+    escalation = Escalation(qa, channel_config, claim=lambda key: first_time(key, ESCALATION_CLAIM))
+
+    async def bot_thread(channel: str | None, thread_ts: str | None) -> bool:
+        """Whether the bot (this replica or another) answered in this thread."""
+        return bool(channel and thread_ts) and await asyncio.to_thread(coordination.is_bot_thread, channel,
+                                                                       thread_ts)
+
     # -- middleware ----------------------------------------------------------------------
     @app.middleware
     async def refuse_replays(req, resp, next):
         signature = req.headers.get("x-slack-signature", [None])[0]
-        if signature and not signatures.first_time(signature):
+        if signature and not await first_time(f"signature:{signature}", SIGNATURE_TTL):
             return BoltResponse(status=401, body="replayed request")
         return await next()
 
@@ -196,20 +188,17 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
             return  # recorded (an unanswered question for the docs team), not posted
         response = await say(answer_text(asked.answer), answer_blocks(asked.question_id, asked.answer))
         ts = None if private else response.get("ts")  # an ephemeral message cannot be reacted to
-        question_threads[asked.question_id] = thread_ts
-        threads[thread_ts] = True
         if ts:
-            messages[ts] = asked.question_id
             await asyncio.to_thread(qa.posted, asked.question_id, ts)
-        for recent in (messages, question_threads, threads):  # bounded to the most recent answers
-            while len(recent) > RECENT_ANSWERS:
-                recent.pop(next(iter(recent)))
+        # every replica now answers follow-ups in this thread and finds the question of this message
+        await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id,
+                                message_ts=ts if isinstance(ts, str) and ts else None)
 
     # -- listeners -----------------------------------------------------------------------
     @app.event("app_mention")
     @track
     async def on_mention(body, event, client, context):
-        if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
+        if not await first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
         thread_ts = event.get("thread_ts") or event["ts"]
         scope = settings_for(event["channel"])
@@ -236,7 +225,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         in_dm = event.get("channel_type") == "im"
         scope = settings_for(event["channel"])
         answering_here = scope.mode != "off"
-        follow_up = answering_here and event.get("thread_ts") and event["thread_ts"] in threads
+        follow_up = answering_here and await bot_thread(event.get("channel"), event.get("thread_ts"))
         # mode "all": every question-like message posted in the channel (not replies in people's threads)
         asked_channel = scope.mode == "all" and not in_dm and not event.get("thread_ts") \
             and is_question(_question_text(text))
@@ -244,14 +233,14 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         # bot may have answered it before a restart; ResolvedThreads looks that up)
         thanks = bool(event.get("thread_ts")) and bool(THANKS.search(text))
         asks = not thanks or is_question(_question_text(text))  # "thanks, that worked!" is not answered
-        if in_dm and not answering_here and asks and deliveries.first_time(body.get("event_id") or event["ts"]):
+        if in_dm and not answering_here and asks and await first_time(body.get("event_id") or event["ts"]):
             await outgoing.post_message(client, channel=event["channel"], thread_ts=event["ts"],
                                         text="I do not answer direct messages here (a workspace admin can change "
                                              "that with /deepmem default mode).")
             return
         if not (thanks or ((in_dm and answering_here or follow_up or asked_channel) and asks)):
             return
-        if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
+        if not await first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
         if thanks:
             checking = resolved.on_thanks(client, event["channel"], event["user"], event["thread_ts"])
@@ -276,7 +265,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     @track
     async def run_ask(command, client, respond):
         text = _question_text(command.get("text") or "")
-        if not text or not deliveries.first_time(f"cmd:{command.get('trigger_id')}"):
+        if not text or not await first_time(f"cmd:{command.get('trigger_id')}"):
             return
         channel, user = command["channel_id"], command["user_id"]
         scope = channel_config.current().default  # /ask answers as DMs do
@@ -310,18 +299,19 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
                      team=command.get("team_id"), key=f"cmd:{command.get('trigger_id')}", scope=scope)
 
     app.command("/ask")(ack=ack_ask, lazy=[run_ask])
-    register_admin_command(app, qa, channel_config, track, deliveries.first_time)
+    register_admin_command(app, qa, channel_config, track, first_time)
 
     async def thread_of(question: str) -> str | None:
-        if question in question_threads:
-            return question_threads[question]
+        thread_ts = await asyncio.to_thread(coordination.thread_of, question)
+        if thread_ts:
+            return thread_ts
         asked = await asyncio.to_thread(qa.question, question)  # an answer from before a restart
         return asked["thread_ts"] if asked else None
 
     async def offer_other_sources(client, question: str, user: str, channel: str | None, thread_ts: str | None,
                                   via: str):
         """After a No or 👎: the sections the answer did not show, privately; with none to offer, an expert."""
-        if not channel or not deliveries.first_time(f"offered:{question}:{user}"):
+        if not channel or not await first_time(f"offered:{question}:{user}"):
             return
         try:
             thread_ts = thread_ts or await thread_of(question)
@@ -354,7 +344,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         question = _an_id(action.get("value"))
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
         value = VOTE_ACTIONS[action["action_id"]]
-        if question is None or not deliveries.first_time(key):
+        if question is None or not await first_time(key):
             return
         via = "answered" if action["action_id"].startswith("answered_") else "button"
         await asyncio.to_thread(qa.vote, question, user, value, via=via, event_id=key)
@@ -370,7 +360,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         user = body["user"]["id"]
         question = _an_id(action.get("value"))
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
-        if question is None or not deliveries.first_time(key):
+        if question is None or not await first_time(key):
             return
         channel, thread_ts = where_clicked(body)
         try:
@@ -388,12 +378,13 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         data = parse_value(action.get("value"))
         question, chunk = _an_id(data.get("q")), _an_id(data.get("c"))
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
-        if question and chunk and deliveries.first_time(key):
+        if question and chunk and await first_time(key):
             await asyncio.to_thread(qa.source_click, question, user, chunk, _a_rank(data.get("r")), event_id=key)
 
     async def question_of(ts: str) -> str | None:
-        if ts in messages:
-            return messages[ts]
+        question = await asyncio.to_thread(coordination.question_of, ts)
+        if question:
+            return question
         rows = await asyncio.to_thread(qa.feedback.rows, "SELECT id FROM questions WHERE message_ts = ?", [ts])
         return rows[0]["id"] if rows else None
 
@@ -405,7 +396,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if item.get("type") != "message" or not (value or resolves):
             return
         key = body.get("event_id") or f"{event.get('event_ts')}:{event.get('user')}:{name}:{added}"
-        if not deliveries.first_time(key):
+        if not await first_time(key):
             return
         question = await question_of(item.get("ts"))
         if question and value:

@@ -114,24 +114,28 @@ class Answerer:
         self._client = None
 
     # -- retrieval ------------------------------------------------------------------------
-    def retrieve(self, question: str, history: list[tuple[str, str]] = ()) -> tuple[list[Hit], list[Hit] | None, str | None, dict]:
+    def retrieve(self, question: str, history: list[tuple[str, str]] = (), collections=None
+                 ) -> tuple[list[Hit], list[Hit] | None, str | None, dict]:
         text = _search_text(question, list(history))
         t0 = time.perf_counter()
         vector = self.searcher.embedder.embed_query(text)
-        result = self.searcher.search(text, self.k + self.more, vector=vector)
+        result = self.searcher.search(text, self.k + self.more, vector=vector, collections=collections)
         base = None
         if result.adapter is not None:  # the same embedding, without the adapter: cheap
-            base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False).hits
+            base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False,
+                                        collections=collections).hits
         hits = result.hits
         if len(hits) == self.k + self.more:  # a corpus this small shows everything anyway
             hits = hits + self.searcher.text_alternatives(text, result.vector, {h.chunk.rowid for h in hits},
-                                                          self.explore, first_rank=len(hits) + 1)
+                                                          self.explore, first_rank=len(hits) + 1,
+                                                          collections=collections)
         return hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}
 
     # -- answering ------------------------------------------------------------------------
-    def answer(self, question: str, history: list[tuple[str, str]] = ()) -> Answer:
+    def answer(self, question: str, history: list[tuple[str, str]] = (), collections=None) -> Answer:
+        """``collections``: answer from these collections only (None: every one)."""
         started = time.perf_counter()
-        retrieved, base, adapter, timings = self.retrieve(question, history)
+        retrieved, base, adapter, timings = self.retrieve(question, history, collections)
         hits = retrieved[:self.k]
         citations = [Citation.from_chunk(i + 1, h.chunk, h.rank, h.score) for i, h in enumerate(retrieved)]
         sources, more = citations[:self.k], citations[self.k:]
