@@ -29,11 +29,13 @@ QUOTED = 300  # characters of the question quoted when the experts are tagged
 
 
 class Escalation:
-    def __init__(self, qa: QAService, channels: ChannelConfigFile, claim=None):
-        """``claim``: an async function, True for the first claim of a key (across replicas)."""
+    def __init__(self, qa: QAService, channels: ChannelConfigFile, claim=None, release=None):
+        """``claim``: an async function, True for the first claim of a key (across replicas);
+        ``release``: an async function giving a claim back (tagging failed: the next click may try)."""
         self.qa = qa
         self.channels = channels
         self.claim = claim
+        self.release = release
         self._deciding = asyncio.Lock()  # one escalation decided at a time: two clicks at once tag once
 
     async def escalate(self, client, *, question_id: str, user: str, channel: str | None, thread_ts: str | None,
@@ -50,15 +52,21 @@ class Escalation:
         experts = self.channels.current().for_channel(channel).experts
         tagged = bool(experts)
         where = thread_ts or question_id  # an answer shown only to the asker (/ask) has no thread
+        key = self.qa.escalation_id(channel, where, tagged)
         async with self._deciding:
-            claimed = self.claim is None or await self.claim(self.qa.escalation_id(channel, where, tagged))
+            claimed = self.claim is None or await self.claim(key)
             if not claimed or await asyncio.to_thread(self.qa.escalated, channel, where, tagged):
                 if not quiet:
                     await outgoing.post_ephemeral(client, channel=channel, user=user, thread_ts=thread_ts,
                                                   text=self._already(experts))
                 return False
-            await outgoing.post_message(client, channel=channel, thread_ts=thread_ts,
-                                        text=self._message(experts, asked, dm=channel.startswith("D")))
+            try:
+                await outgoing.post_message(client, channel=channel, thread_ts=thread_ts,
+                                            text=self._message(experts, asked, dm=channel.startswith("D")))
+            except Exception:
+                if self.release is not None:
+                    await self.release(key)
+                raise
             await asyncio.to_thread(self.qa.record_escalation, question_id, user, channel, where, tagged=tagged,
                                     via=via)
         return True

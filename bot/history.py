@@ -255,6 +255,9 @@ class HistoryImport:
 
 
 def import_history(client: WebClient, home: Home, store, channels: list[str], *, team: str | None = None,
-                   max_threads: int | None = None, log_fn: Callable[[str], None] = log.info) -> ImportReport:
-    return HistoryImport(client, home, Resolver(store), log_fn=log_fn).run(channels, team=team,
-                                                                           max_threads=max_threads)
+                   max_threads: int | None = None, log_fn: Callable[[str], None] = log.info,
+                   settings=None) -> ImportReport:
+    from shared.feedback import open_feedback
+
+    return HistoryImport(client, home, Resolver(store), open_feedback(home, settings), log_fn=log_fn).run(
+        channels, team=team, max_threads=max_threads)

@@ -39,6 +39,7 @@ from shared.answer import Answerer
 from shared.coordination import Coordination, MemoryCoordination, open_coordination
 from shared.embedders import Embedder, make_embedder
 from shared.errors import ConfigError, EmptyStore
+from shared.feedback import open_feedback
 from shared.feedback.store import FeedbackStore
 from shared.feedback_memory import FeedbackMemory, MemoryLoader
 from shared.home import Home
@@ -88,9 +89,10 @@ def build_runtime(settings: Settings) -> Runtime:
         raise EmptyStore("the store is empty: run `deepmem ingest` (or `deepmem ingest --demo`) first")
     embedder = make_embedder(settings)
     index = MemoryIndex(store)
-    feedback = FeedbackStore(home)
+    feedback = open_feedback(home, settings)
     memory = FeedbackMemory()
-    searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning)
+    searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning,
+                             settings=settings)
     searcher.adapters.current()  # a damaged active adapter is logged now (once), not at the first question
     qa = QAService(Answerer(searcher, settings), feedback)
     loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")

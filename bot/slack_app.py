@@ -103,7 +103,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
                    logger=log)
     track = (in_flight if in_flight is not None else InFlight()).track
     coordination = coordination if coordination is not None else MemoryCoordination()
-    resolved = ResolvedThreads(qa, settings)
+    resolved = ResolvedThreads(qa, settings, coordination)
     channel_config = ChannelConfigFile(Home.open(settings.home), on_error=log.warning)
 
     def settings_for(channel: str) -> ChannelSettings:
@@ -117,7 +117,8 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         return await asyncio.to_thread(coordination.claim_event, key, ttl)
 
     # one replica at a time tags a thread's experts (the feedback log then says it was done)
-    escalation = Escalation(qa, channel_config, claim=lambda key: first_time(key, ESCALATION_CLAIM))
+    escalation = Escalation(qa, channel_config, claim=lambda key: first_time(key, ESCALATION_CLAIM),
+                            release=lambda key: asyncio.to_thread(coordination.release_event, key))
 
     async def bot_thread(channel: str | None, thread_ts: str | None) -> bool:
         """Whether the bot (this replica or another) answered in this thread."""

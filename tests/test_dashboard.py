@@ -23,7 +23,7 @@ from bot.server import build_runtime, build_web_app
 from shared.answer import Answerer
 from shared.cli import cli
 from shared.dashboard import build_dashboard, dashboard_page, render_page
-from shared.dashboard.topics import group_topics
+from shared.dashboard.topics import VectorMemo, group_topics
 from shared.feedback.store import FeedbackStore
 from shared.home import Home
 from shared.qa import QAService
@@ -133,6 +133,16 @@ def test_group_topics_on_questions_people_ask(embedder):
     assert len(group_topics(["only one"], embedder.embed)) == 1
 
 
+def test_vectors_are_remembered_and_bounded(embedder):
+    calls = []
+    memo = VectorMemo(lambda texts: calls.append(list(texts)) or embedder.embed(texts), size=3)
+    first = memo(["a question", "another", "a question"])
+    assert calls == [["a question", "another"]] and np.allclose(first[0], first[2])
+    assert np.allclose(memo(["another"]), embedder.embed(["another"]), atol=1e-5) and len(calls) == 1
+    memo(["third", "fourth"])
+    assert len(memo.vectors) == 3 and "a question" not in memo.vectors
+
+
 def test_most_and_least_cited_pages_are_what_answers_cited_and_people_clicked(week, embedder):
     home, log = week
     board = board_of(home, embedder)
@@ -212,7 +222,9 @@ def test_the_page_renders_in_chromium_with_every_section_and_plot(week, embedder
             assert plot.is_visible()
             colors, spread = _png_stats(plot.screenshot())
             assert colors >= 8 and spread > 10, (name, colors, spread)  # bars and lines drawn, not a blank area
-        assert page.locator("ol.topics li.topic").count() == len(board_of(home, embedder).topics)
+        topics = board_of(home, embedder).topics
+        assert page.locator("ol.topics li.topic").count() == sum(t.questions > 1 for t in topics)
+        assert page.locator("ul.singles li").count() == sum(t.questions == 1 for t in topics)
         assert page.locator("table.runs tbody tr").count() == DAYS + 1
         shot = page.screenshot(full_page=True)
         browser.close()
@@ -317,7 +329,10 @@ def test_hostile_question_text_and_channel_names_are_shown_as_text(store_copy, e
     feedback = FeedbackStore(home)
     qa = QAService(Answerer(open_searcher(store_copy, embedder, home), settings), feedback)
     hostile = '<script>alert(1)</script><img src=x onerror=alert(2)> "quoted" & how do I reset my VPN?'
-    for channel in ('C"><script>alert(3)</script>', "C0HELPDOCS"):
+    for channel in ('C"><script>alert(3)</script>', "C0HELPDOCS", "$x_{$"):
+        # a $ in a plot label is a dollar sign, not the start of matplotlib's math mode
+        asked = qa.ask("How do I pay $x_{$ for the VPN?", source="slack", user_id="U2", channel_id=channel)
+        qa.vote(asked.question_id, "U2", -1)
         asked = qa.ask(hostile, source="slack", user_id="U1", channel_id=channel)
         qa.vote(asked.question_id, "U1", -1)
     page = dashboard_page(feedback, embed=embedder.embed, store=store_copy)
@@ -328,3 +343,4 @@ def test_hostile_question_text_and_channel_names_are_shown_as_text(store_copy, e
     assert not any(k.startswith("on") for _, a in parser.tags for k in a)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; &quot;quoted&quot; &amp;" in page
     assert "C&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in page
+    assert "How do I pay $x_{$ for the VPN?" in page
