@@ -472,3 +472,24 @@ async def test_slash_deepmem_configures_a_channel_for_admins_only(home):
 def test_the_manifest_has_the_deepmem_command_and_users_read():
     text = (Path(__file__).resolve().parent.parent / "bot" / "manifest.yml").read_text()
     assert "command: /deepmem" in text and "- users:read" in text
+
+
+async def test_an_escalation_slack_refused_is_not_recorded_and_the_next_click_tags(home):
+    configure(home, RUNBOOKS, collections=("runbooks",), experts=(EXPERT,))
+    thread = "1700009000.000001"
+    async with serving_bot(SECRET) as slack:
+        await slack.event(mention("Who signs off a production database migration?", thread, RUNBOOKS))
+        await slack.wait_posts(1)
+        await asyncio.sleep(0.3)
+        question = slack.feedback().questions()[0]
+        where = {"ts": question["message_ts"], "thread_ts": thread}
+        slack.api.errors["chat.postMessage"] = "ratelimited"
+        await slack.action("escalate", question["id"], user="U_BOB", action_ts="990.1", message=where,
+                           channel=RUNBOOKS)
+        await asyncio.sleep(0.8)
+        assert await _escalations(slack) == []
+        del slack.api.errors["chat.postMessage"]
+        await slack.action("escalate", question["id"], user="U_BOB", action_ts="990.2", message=where,
+                           channel=RUNBOOKS)
+        tagged = (await slack.wait_posts(3))[2]  # the answer, the refused attempt, the tagging
+        assert tagged["text"].startswith(f"<@{EXPERT}>: the docs") and len(await _escalations(slack)) == 1
