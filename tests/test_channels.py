@@ -287,7 +287,8 @@ async def test_the_default_governs_direct_messages_and_slash_ask(home):
 async def test_ephemeral_answers_are_shown_only_to_the_asker(home):
     configure(home, API, collections=("api",), ephemeral=True)
     async with serving_bot(SECRET) as slack:
-        await slack.event(mention("Which header carries the API key in every request?", "1700004000.000001", API, user="U_DAVE"))
+        await slack.event(mention("Which header carries the API key in every request?", "1700004000.000001", API,
+                                  user="U_DAVE"))
         answer = (await slack.wait_posts(1, "chat.postEphemeral"))[0]
         assert answer["user"] == "U_DAVE" and answer["channel"] == API and answer["thread_ts"] == "1700004000.000001"
         assert source_urls(answer)[0].startswith("https://docs.example.com/api/authentication")
