@@ -20,6 +20,7 @@ from shared.cli import cli
 from shared.errors import ConfigError
 
 from .helpers.slack_api import BOT_USER, SlackAPI, serving_bot
+from .test_feedback_backends import backend  # noqa: F401  (the fixture: DuckDB and PostgreSQL)
 
 SECRET = "test-signing-secret"
 RUNBOOKS = "CRUNBOOKS1"
@@ -494,3 +495,23 @@ async def test_an_escalation_slack_refused_is_not_recorded_and_the_next_click_ta
                            channel=RUNBOOKS)
         tagged = (await slack.wait_posts(3))[2]  # the answer, the refused attempt, the tagging
         assert tagged["text"].startswith(f"<@{EXPERT}>: the docs") and len(await _escalations(slack)) == 1
+
+
+def test_an_escalation_is_recorded_once_seen_by_every_replica_and_forgotten(backend):  # noqa: F811
+    """QAService's escalation records on both feedback backends (DuckDB spool, PostgreSQL)."""
+    from shared.feedback import FeedbackStore
+    from shared.qa import QAService
+
+    one, other = QAService(None, backend.replica()), QAService(None, backend.replica())
+    one.feedback.record([FeedbackStore.question_op(id="q1", asked_at="2026-01-01T09:00:00+00:00", source="slack",
+                                                   user_id="UASKER0001", channel_id=RUNBOOKS, thread_ts="1.1",
+                                                   text="who approves a migration?")])
+    assert other.question("q1")["thread_ts"] == "1.1" and other.question("q2") is None
+    assert not other.escalated(RUNBOOKS, "1.1", tagged=True)
+    one.record_escalation("q1", "U_BOB", RUNBOOKS, "1.1", tagged=True, via="button")
+    other.record_escalation("q1", "U_CAROL", RUNBOOKS, "1.1", tagged=True, via="button")  # a race: stored once
+    assert other.escalated(RUNBOOKS, "1.1", tagged=True) and not other.escalated(RUNBOOKS, "1.1", tagged=False)
+    rows = other.feedback.rows("SELECT user_id, value, detail FROM events WHERE kind = 'escalated'")
+    assert rows == [{"user_id": "U_BOB", "value": 1, "detail": "button"}]
+    other.feedback.forget("U_BOB")
+    assert not one.escalated(RUNBOOKS, "1.1", tagged=True)
