@@ -515,3 +515,21 @@ def test_an_escalation_is_recorded_once_seen_by_every_replica_and_forgotten(back
     assert rows == [{"user_id": "U_BOB", "value": 1, "detail": "button"}]
     other.feedback.forget("U_BOB")
     assert not one.escalated(RUNBOOKS, "1.1", tagged=True)
+
+
+def test_a_running_bot_reads_changes_and_keeps_the_last_good_configuration(tmp_path):
+    from shared.channels import ChannelConfigFile
+
+    reports = []
+    live = ChannelConfigFile(tmp_path, on_error=reports.append)
+    assert live.current().for_channel(RUNBOOKS).mode == "mention"  # no file yet: the defaults
+    configure(tmp_path, RUNBOOKS, mode="all")  # `deepmem channels set` while the bot runs
+    assert live.current().for_channel(RUNBOOKS).mode == "all"
+    (tmp_path / "channels.json").write_text("{not json")
+    assert live.current().for_channel(RUNBOOKS).mode == "all" and live.current().channels()
+    assert len(reports) == 1 and "channels.json is not valid JSON" in reports[0]
+    with pytest.raises(ConfigError, match="not valid JSON"):  # a change on top of a damaged file: refused
+        configure(tmp_path, API, mode="off")
+    assert (tmp_path / "channels.json").read_text() == "{not json"
+    (tmp_path / "channels.json").unlink()
+    assert live.current().channels() == {}
