@@ -42,7 +42,7 @@ EVENT_COLUMNS = ("id", "question_id", "occurred_at", "user_id", "kind", "value",
                  "target")
 QUESTION_REQUIRED = ("asked_at", "source", "text")  # NOT NULL in the schema: needed to create a question
 RUN_REQUIRED = ("started_at", "status")
-EVENT_KINDS = ("vote", "reaction", "source_click", "label")
+EVENT_KINDS = ("vote", "reaction", "source_click", "label", "escalated")
 RUN_STATUSES = ("running", "promoted", "kept", "skipped", "failed", "interrupted")
 VARIANTS = ("answer", "base")
 
