@@ -109,10 +109,12 @@ def test_the_whole_product(deployment, backend, embedder):
     assert sorted((r["pages_unchanged"], r["pages_new"] + r["pages_changed"]) for r in again) == \
         [(1, 0), (len(PAGES), 0)]
     assert sum(r["chunks_embedded"] for r in again) == 0
+    deepmem("channels", "set", "C0REFERENCE", "--collections", "reference")  # checked against the store's collections
     removed = as_json("sources", "remove", str(extra))
     assert removed["pages"] == 1 and removed["chunks"] == sources["reference"]["chunks"]
     assert as_json("status")["chunks"] == sources["docs"]["chunks"]
     assert [Path(s["uri"]).name for s in as_json("sources")] == ["docs"]
+    assert "from reference (missing)" in deepmem("channels", "list").output
 
     # -- Slack history becomes labels in the deployment's feedback log --------------------------------
     with loopback_slack() as slack:
