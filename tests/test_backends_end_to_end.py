@@ -101,6 +101,8 @@ def test_the_whole_product(deployment, backend, embedder):
         hits = as_json("search", question, "-k", "5")["results"]
         assert hits[0]["url"].split("#")[0] == page, (question, hits[0]["url"])
         seen["top"][question] = [h["id"] for h in hits]
+        hybrid = as_json("search", question, "-k", "5", "--hybrid")["results"]  # vectors + full text (FTS5 / tsvector)
+        assert hybrid[0]["url"].split("#")[0] == page, (question, hybrid[0]["url"])
     only = as_json("search", "How do I create a table?", "--collection", "reference", "-k", "3")["results"]
     assert only and all(h["url"].startswith("https://sqlite.org/lang_droptable.html") for h in only)
 
@@ -147,7 +149,7 @@ def test_the_whole_product(deployment, backend, embedder):
     assert as_json("status")["adapter"] == "v0001"
     evaluation = as_json("evaluate")
     assert evaluation["adapter"] == "v0001" and evaluation["evaluations"]
-    seen["evaluation"] = evaluation["evaluations"][0]["name"]
+    seen["evaluation"] = sorted(e["name"] for e in evaluation["evaluations"])
     runs = as_json("runs")
     assert [(r["status"], r["trigger"]) for r in runs] == [(retrained["status"], "manual")]
 
@@ -217,6 +219,7 @@ def test_both_backends_give_the_same_results():
             len(set(sqlite["top"][question]) & set(postgres["top"][question])) >= 4, question
     assert sqlite["history"] == postgres["history"]
     assert sqlite["chat_top"] == postgres["chat_top"]
+    assert sqlite["evaluation"] == postgres["evaluation"]
     assert sqlite["labels_after_forget"] == postgres["labels_after_forget"]
 
 
