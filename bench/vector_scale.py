@@ -18,12 +18,16 @@ neighbourhood structure, and HNSW recall on them says little about recall on doc
 FAQ and 181 drawn (seeded) from the offline generator's questions over the demo docs. Questions sit
 further from the chunks than chunks sit from each other, which is the hard case for a graph index.
 
-**Arms.** (a) pgvector HNSW, ``vector_cosine_ops``, m=16, ef_construction=64 (pgvector's defaults:
-what a team gets without tuning, and the build-time/recall point pgvector's docs start from), on a
-PostgreSQL 16 + pgvector 0.6.2 from the pgserver wheel, started as tests/helpers/postgres.py does,
-loaded with binary COPY, queried one question at a time over the Unix socket for ef_search in a
-sweep; (b) ``shared.vector_index.MemoryIndex`` (exact, one matrix-vector product), as the bot keeps;
-(c) sqlite-vec's vec0 table through ``Store.vector_search`` (exact, a scan), as the CLI does.
+**Arms.** (a) pgvector HNSW through ``shared.store.postgres.PostgresStore``: its schema, the rows
+bulk-loaded into its ``chunks`` with binary COPY, then ``bind_embedder`` builds its index (``hnsw
+(embedding vector_cosine_ops)``: pgvector's defaults m=16, ef_construction=64, what the store ships and
+what pgvector's docs start from) with maintenance_work_mem 6GB and one parallel worker (2 cores);
+queried one question at a time with ``vector_search`` for ``ef_search`` in a sweep, and the same SELECT
+alone for comparison; PostgreSQL 16 + pgvector 0.6.2 from the pgserver wheel, started as
+tests/helpers/postgres.py does, restarted with shared_buffers 4GB. ``--hnsw-variants`` adds other
+(m, ef_construction) builds. (b) ``shared.vector_index.MemoryIndex`` (exact, one matrix-vector
+product), as the bot keeps; (c) sqlite-vec's vec0 table through ``Store.vector_search`` (exact, a
+scan), as the CLI does; at 1M only ``--sqlite-vec-queries`` (50) questions, since each is a full scan.
 Recall@10 is against exact numpy search; a returned chunk counts when its similarity is at least
 the exact 10th best (so ties between identical chunks do not count as misses).
 
@@ -58,15 +62,12 @@ K = 10
 SEED = 14
 BATCH = 100_000  # synthetic vectors are made in seeded batches: the 100k set is a prefix of the 1M set
 QUESTIONS = Path(__file__).resolve().parent.parent / "shared" / "data" / "sqlite-faq.jsonl"
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+HNSW_DEFAULT = (16, 64)  # pgvector's defaults for m, ef_construction: PostgresStore.bind_embedder builds with them
 PG_SETTINGS = {"shared_buffers": "4GB"}  # the index and table stay in Postgres's own cache, as a server would run
 BUILD_SETTINGS = {"maintenance_work_mem": "6GB", "max_parallel_maintenance_workers": "1"}  # 1 worker + leader = 2 cores
-
-# the table a Postgres store holds its vectors in (chunk rowid -> embedding), and its ANN index
-PG_DDL = f"CREATE TABLE chunk_vectors (rowid bigint PRIMARY KEY, embedding vector({DIM}) NOT NULL)"
-PG_INDEX = (f"CREATE INDEX chunk_vectors_hnsw ON chunk_vectors USING hnsw (embedding vector_cosine_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
-PG_QUERY = "SELECT rowid, 1 - (embedding <=> %s) FROM chunk_vectors ORDER BY embedding <=> %s LIMIT %s"
+HNSW_INDEX = "chunks_embedding_hnsw"  # PostgresStore's index on chunks(embedding)
+COPY_COLUMNS = "rowid, id, page_id, ord, url, text, embed_hash, embedding"
+QUERY = "SELECT rowid, embedding <=> %s AS d FROM chunks ORDER BY d LIMIT %s"  # PostgresStore._hnsw's, whole corpus
 
 
 def load() -> list[float]:
@@ -188,17 +189,24 @@ def timed(search, queries: np.ndarray) -> tuple[list[list[int]], list[float]]:
 
 # -- (a) pgvector ----------------------------------------------------------------------------------
 
-def copy_binary(conn, base: np.ndarray) -> None:
-    """Binary COPY: per row 2 fields, an int8 rowid and a pgvector (int16 dim, int16 0, float4[dim]), big-endian."""
-    row = np.dtype([("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"),
-                    ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (DIM,))])
-    with conn.cursor() as cur, cur.copy("COPY chunk_vectors (rowid, embedding) FROM STDIN WITH (FORMAT BINARY)") as cp:
+def copy_binary(conn, base: np.ndarray, page_id: int) -> None:
+    """Binary COPY into PostgresStore's ``chunks``: per row 8 fields, big-endian: rowid (int8), id (text: the
+    rowid in 8 digits), page_id (int8), ord (int4), url, text and embed_hash (empty text), embedding (pgvector:
+    int16 dim, int16 0, float4[dim])."""
+    row = np.dtype([("fields", ">i2"), ("rowid_len", ">i4"), ("rowid", ">i8"), ("id_len", ">i4"), ("id", "S8"),
+                    ("page_len", ">i4"), ("page", ">i8"), ("ord_len", ">i4"), ("ord", ">i4"),
+                    ("url_len", ">i4"), ("text_len", ">i4"), ("hash_len", ">i4"),
+                    ("vec_len", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (DIM,))])
+    with conn.cursor() as cur, cur.copy(f"COPY chunks ({COPY_COLUMNS}) FROM STDIN WITH (FORMAT BINARY)") as cp:
         cp.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
         for start in range(0, len(base), 50_000):
             part = base[start:start + 50_000]
+            rowids = np.arange(start + 1, start + 1 + len(part))
             rows = np.zeros(len(part), dtype=row)
-            rows["fields"], rows["id_len"], rows["vec_len"], rows["dim"] = 2, 8, 4 + 4 * DIM, DIM
-            rows["id"] = np.arange(start + 1, start + 1 + len(part))
+            rows["fields"], rows["rowid_len"], rows["id_len"], rows["page_len"], rows["ord_len"] = 8, 8, 8, 8, 4
+            rows["vec_len"], rows["dim"] = 4 + 4 * DIM, DIM
+            rows["rowid"], rows["id"], rows["page"], rows["ord"] = rowids, np.char.zfill(rowids.astype("S8"), 8), \
+                page_id, rowids
             rows["v"] = part
             cp.write(rows.tobytes())
         cp.write(struct.pack(">h", -1))
@@ -218,53 +226,84 @@ def start_postgres(root: Path):
     return server
 
 
+def sweep(store, base, queries, truth_sims, ef_values: list[int]) -> list[dict]:
+    """PostgresStore.vector_search (the whole corpus, k=10) at each hnsw.ef_search; and, for comparison,
+    the same SELECT alone on the store's connection (``query_only``: what the store adds is the rest)."""
+    def search(q):
+        return [r for r, _ in store.vector_search(q, K)]
+
+    def query_only(q):
+        return [r[0] for r in store.conn.execute(QUERY, (q, K), prepare=True)]
+
+    store.ef_search = max(ef_values)
+    timed(search, queries)  # warm the cache with the widest search
+    rows = []
+    for ef in ef_values:
+        store.ef_search = ef
+        found, times = timed(search, queries)
+        store.conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+        _, alone = timed(query_only, queries)
+        row = {"ef_search": ef, **quality(found, base, queries, truth_sims), **summary_ms(times),
+               "query_only": summary_ms(alone), "load": load()}
+        print(f"    ef_search={ef}: {json.dumps(row)}", flush=True)
+        rows.append(row)
+    return rows
+
+
 def pgvector_arm(server, base: np.ndarray, queries: np.ndarray, truth_sims: np.ndarray, ef_values: list[int],
-                 exact_queries: int) -> dict:
-    import psycopg
-    from pgvector.psycopg import register_vector
+                 exact_queries: int, variants: list[tuple[int, int]]) -> dict:
+    """Through PostgresStore: its schema, its index (built by bind_embedder after a bulk load) and its
+    vector_search; ``variants``: other (m, ef_construction) builds of the same index, swept the same way."""
+    from shared.store.postgres import PostgresStore
 
     url = server.create_database("vscale")
-    out: dict = {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "settings": PG_SETTINGS | BUILD_SETTINGS}
-    with psycopg.connect(url, autocommit=True) as conn:
-        register_vector(conn)
-        out["pgvector"] = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
-        out["postgres"] = conn.execute("SHOW server_version").fetchone()[0]
-        conn.execute(PG_DDL)
+    store = PostgresStore.open(url)
+    conn = store.conn
+    out: dict = {"via": "shared.store.postgres.PostgresStore.vector_search", "m": HNSW_DEFAULT[0],
+                 "ef_construction": HNSW_DEFAULT[1], "settings": PG_SETTINGS | BUILD_SETTINGS,
+                 "pgvector": conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0],
+                 "postgres": conn.execute("SHOW server_version").fetchone()[0]}
+    source = conn.execute("INSERT INTO sources(uri, kind) VALUES ('bench:vector-scale', 'bench') RETURNING id")
+    page_id = conn.execute("INSERT INTO pages(source_id, url, content_hash) VALUES (%s, 'bench:page', '') "
+                           "RETURNING id", (source.fetchone()[0],)).fetchone()[0]
+    t = time.perf_counter()
+    copy_binary(conn, base, page_id)
+    conn.execute("SELECT setval(pg_get_serial_sequence('chunks', 'rowid'), %s)", (len(base),))
+    out["copy_s"] = round(time.perf_counter() - t, 1)
+    conn.execute("VACUUM ANALYZE chunks")
+    for name, value in BUILD_SETTINGS.items():
+        conn.execute(f"SET {name} = '{value}'")
+    out["load_before_build"] = load()
+    t = time.perf_counter()
+    store.bind_embedder("vector-scale-bench", DIM)  # vector -> vector(384), then the HNSW index over the rows
+    out["bind_embedder_s"] = round(time.perf_counter() - t, 1)
+    out["load_after_build"] = load()
+    index_ddl = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (HNSW_INDEX,)).fetchone()[0]
+    out["index_ddl"] = index_ddl
+    out["index_mb"] = round(conn.execute("SELECT pg_relation_size(%s)", (HNSW_INDEX,)).fetchone()[0] / 1e6, 1)
+    out["table_mb"] = round(conn.execute("SELECT pg_table_size('chunks')").fetchone()[0] / 1e6, 1)
+    plan = conn.execute("EXPLAIN " + QUERY, (queries[0], K)).fetchall()
+    out["uses_index"] = any(HNSW_INDEX in r[0] for r in plan)
+    print(f"  pgvector m=16 ef_construction=64: bind_embedder {out['bind_embedder_s']} s, index {out['index_mb']} MB",
+          flush=True)
+    out["sweep"] = sweep(store, base, queries, truth_sims, ef_values)
+    if exact_queries:  # the store's exact path (a scan with index scans off), as it runs for small corpora
+        store.exact_limit, limit = len(base) + 1, store.exact_limit
+        found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:exact_queries])
+        out["exact_scan"] = {**quality(found, base, queries[:exact_queries], truth_sims), **summary_ms(times)}
+        store.exact_limit = limit
+    out["variants"] = []
+    for m, ef_construction in variants:
+        conn.execute(f"DROP INDEX {HNSW_INDEX}")
         t = time.perf_counter()
-        copy_binary(conn, base)
-        out["copy_s"] = round(time.perf_counter() - t, 1)
-        conn.execute("VACUUM ANALYZE chunk_vectors")
-        for name, value in BUILD_SETTINGS.items():
-            conn.execute(f"SET {name} = '{value}'")
-        out["load_before_build"] = load()
-        t = time.perf_counter()
-        conn.execute(PG_INDEX)
-        out["build_s"] = round(time.perf_counter() - t, 1)
-        out["load_after_build"] = load()
-        out["index_mb"] = round(conn.execute("SELECT pg_relation_size('chunk_vectors_hnsw')").fetchone()[0] / 1e6, 1)
-        out["table_mb"] = round(conn.execute("SELECT pg_table_size('chunk_vectors')").fetchone()[0] / 1e6, 1)
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + PG_QUERY, (queries[0], queries[0], K)))
-        out["uses_index"] = "chunk_vectors_hnsw" in plan
-
-        def search(q):
-            return [r[0] for r in conn.execute(PG_QUERY, (q, q, K), prepare=True)]
-
-        conn.execute(f"SET hnsw.ef_search = {max(ef_values)}")
-        timed(search, queries)  # warm the cache with the widest search
-        out["sweep"] = []
-        for ef in ef_values:
-            conn.execute(f"SET hnsw.ef_search = {int(ef)}")
-            found, times = timed(search, queries)
-            row = {"ef_search": ef, **quality(found, base, queries, truth_sims), **summary_ms(times),
-                   "load": load()}
-            print(f"  pgvector ef_search={ef}: {json.dumps(row)}", flush=True)
-            out["sweep"].append(row)
-        if exact_queries:  # the exact fallback: the same query with the index switched off (a parallel scan)
-            conn.execute("SET enable_indexscan = off")
-            found, times = timed(search, queries[:exact_queries])
-            out["exact_scan"] = {**quality(found, base, queries[:exact_queries], truth_sims),
-                                 **summary_ms(times)}
-            conn.execute("RESET enable_indexscan")
+        conn.execute(index_ddl.replace("vector_cosine_ops)", f"vector_cosine_ops) WITH (m = {int(m)}, "
+                                                                 f"ef_construction = {int(ef_construction)})"))
+        variant = {"m": m, "ef_construction": ef_construction, "build_s": round(time.perf_counter() - t, 1),
+                   "index_mb": round(conn.execute("SELECT pg_relation_size(%s)", (HNSW_INDEX,)).fetchone()[0] / 1e6, 1)}
+        print(f"  pgvector m={m} ef_construction={ef_construction}: build {variant['build_s']} s", flush=True)
+        variant["sweep"] = sweep(store, base, queries, truth_sims, ef_values)
+        out["variants"].append(variant)
+    store.close()
     server.drop_database(url)
     return out
 
@@ -314,7 +353,8 @@ def run_size(n: int, real, synth, queries, args, server, scratch: Path) -> dict:
                  "query_similarity_p50": {"top1": round(float(np.median(truth_sims[:, 0])), 4),
                                           "top10": round(float(np.median(truth_sims[:, K - 1])), 4)},
                  "load_start": load()}
-    row["pgvector_hnsw"] = pgvector_arm(server, base, queries, truth_sims, args.ef, args.pg_exact_queries)
+    row["pgvector_hnsw"] = pgvector_arm(server, base, queries, truth_sims, args.ef, args.pg_exact_queries,
+                                        args.hnsw_variants)
     gc.collect()
     path = scratch / f"store-{n}.db"
     t = time.perf_counter()
@@ -342,9 +382,11 @@ def main() -> None:
     parser.add_argument("--ef", default="40,100,200,400,800", help="hnsw.ef_search values to sweep")
     parser.add_argument("--sqlite-vec-queries", type=int, default=50,
                         help="queries timed on sqlite-vec at >= 1M (a scan)")
+    parser.add_argument("--hnsw-variants", default="", help="more (m:ef_construction) builds to sweep, e.g. 32:128")
     parser.add_argument("--pg-exact-queries", type=int, default=20, help="queries timed with the HNSW index off")
     args = parser.parse_args()
     args.ef = [int(x) for x in args.ef.split(",")]
+    args.hnsw_variants = [tuple(int(x) for x in v.split(":")) for v in args.hnsw_variants.split(",") if v]
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from shared.embedders import make_embedder
