@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -177,13 +178,19 @@ def quality(found: list[list[int]], base: np.ndarray, queries: np.ndarray, truth
     return {"recall@10": round(float(np.mean(hits)), 4), "similarity_ratio": round(float(np.mean(ratios)), 4)}
 
 
-def timed(search, queries: np.ndarray) -> tuple[list[list[int]], list[float]]:
+def timed(search, queries: np.ndarray, server_pid: int | None = None) -> tuple[list[list[int]], list[float]]:
+    """(results, wall seconds per query); ``cpu_ms`` of the last call: CPU time per query of this process
+    plus the Postgres backend ``server_pid``, a cost that the machine's other load does not inflate."""
     found, times = [], []
+    backend = psutil.Process(server_pid) if server_pid else None
+    cpu = time.process_time() + (sum(backend.cpu_times()[:2]) if backend else 0.0)
     for q in queries:
         t = time.perf_counter()
         rows = search(q)
         times.append(time.perf_counter() - t)
         found.append(rows)
+    cpu = time.process_time() + (sum(backend.cpu_times()[:2]) if backend else 0.0) - cpu
+    timed.cpu_ms = round(cpu / max(1, len(queries)) * 1e3, 3)
     return found, times
 
 
@@ -235,16 +242,18 @@ def sweep(store, base, queries, truth_sims, ef_values: list[int]) -> list[dict]:
     def query_only(q):
         return [r[0] for r in store.conn.execute(QUERY, (q, K), prepare=True)]
 
+    pid = store.conn.info.backend_pid
     store.ef_search = max(ef_values)
     timed(search, queries)  # warm the cache with the widest search
     rows = []
     for ef in ef_values:
         store.ef_search = ef
-        found, times = timed(search, queries)
-        store.conn.execute(f"SET hnsw.ef_search = {int(ef)}")
-        _, alone = timed(query_only, queries)
+        found, times = timed(search, queries, pid)
         row = {"ef_search": ef, **quality(found, base, queries, truth_sims), **summary_ms(times),
-               "query_only": summary_ms(alone), "load": load()}
+               "cpu_ms": timed.cpu_ms}
+        store.conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+        _, alone = timed(query_only, queries, pid)
+        row |= {"query_only": summary_ms(alone) | {"cpu_ms": timed.cpu_ms}, "load": load()}
         print(f"    ef_search={ef}: {json.dumps(row)}", flush=True)
         rows.append(row)
     return rows
@@ -289,8 +298,10 @@ def pgvector_arm(server, base: np.ndarray, queries: np.ndarray, truth_sims: np.n
     out["sweep"] = sweep(store, base, queries, truth_sims, ef_values)
     if exact_queries:  # the store's exact path (a scan with index scans off), as it runs for small corpora
         store.exact_limit, limit = len(base) + 1, store.exact_limit
-        found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:exact_queries])
-        out["exact_scan"] = {**quality(found, base, queries[:exact_queries], truth_sims), **summary_ms(times)}
+        found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:exact_queries],
+                             conn.info.backend_pid)
+        out["exact_scan"] = {**quality(found, base, queries[:exact_queries], truth_sims), **summary_ms(times),
+                             "cpu_ms_without_parallel_workers": timed.cpu_ms}
         store.exact_limit = limit
     out["variants"] = []
     for m, ef_construction in variants:
@@ -326,7 +337,7 @@ def sqlite_vec_arm(store: Store, path: Path, base, queries, truth_sims, n_querie
     store.vector_search(queries[0], K)  # warm
     found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:n_queries])
     return {"fill_s": round(fill_s, 1), "file_mb": round(path.stat().st_size / 1e6, 1),
-            **quality(found, base, queries[:n_queries], truth_sims), **summary_ms(times),
+            **quality(found, base, queries[:n_queries], truth_sims), **summary_ms(times), "cpu_ms": timed.cpu_ms,
             "queries_measured": n_queries, "load": load()}
 
 
@@ -337,7 +348,7 @@ def memory_arm(store: Store, base, queries, truth_sims) -> dict:
     index.search(queries[0], K, collapse=False)  # warm
     found, times = timed(lambda q: [r for r, _ in index.search(q, K, collapse=False)], queries)
     out = {"load_s": round(load_s, 2), "matrix_mb": round(index.matrix.nbytes / 1e6, 1),
-           **quality(found, base, queries, truth_sims), **summary_ms(times), "load": load()}
+           **quality(found, base, queries, truth_sims), **summary_ms(times), "cpu_ms": timed.cpu_ms, "load": load()}
     return out  # the index's matrix is freed here
 
 
@@ -422,14 +433,18 @@ def main() -> None:
                            "median similarity to the nearest real chunk matches the real chunks' own"},
         "queries": {"count": len(texts), **origin},
         "latency": "client wall time per query, one query at a time, query embedding excluded; p50/p95 of one run",
+        "cpu_ms": "CPU time per query (mean): this process, plus the Postgres backend for pgvector; the machine's "
+                  "other load inflates wall time far more than this",
         "recall": "share of the 10 results whose true cosine similarity reaches the exact 10th best (numpy, float32)",
     })
-    sizes_done = {r["chunks"]: r for r in result.get("sizes", [])}
     scratch = Path(tempfile.mkdtemp(prefix="deepmem-vscale-"))
     server = start_postgres(scratch / "pgdata")
     try:
         for n in sizes:
-            sizes_done[n] = run_size(n, real, synth, queries, args, server, scratch)
+            row = run_size(n, real, synth, queries, args, server, scratch)
+            # re-read: a run for another size may have saved meanwhile
+            saved = json.loads(path.read_text()).get("sizes", []) if path.exists() else []
+            sizes_done = {r["chunks"]: r for r in saved} | {n: row}
             result["sizes"] = [sizes_done[k] for k in sorted(sizes_done)]
             save(args.name, result)
     finally:
