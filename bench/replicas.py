@@ -13,7 +13,10 @@ A step *holds* when the p99 of Slack's acknowledgements stays under 1 s (Slack's
 and the answers keep up: at least 95 % of the step's questions answered, and the p99 time from
 question to posted answer under 5 s (no growing backlog). The sustained throughput is the answer
 rate of the highest step that holds; the peak is the answer rate under the heaviest load tried.
-Ratios are against one replica. One run; the medians are over each step's questions.
+Ratios are against one replica. One run; the medians are over each step's questions. Before
+the replicas start, the coordination's own costs are timed on the same database (a claim won, a
+claim lost, an answered thread recorded, a follow-up looked up), and the machine's load average is
+recorded before and after (the replicas share its cores with whatever else runs).
 
 With the most replicas, adapters are then promoted a few times (two versions saved in the
 database registry, activated in turn, as the nightly job's promotion does), and every replica is
@@ -166,6 +169,26 @@ async def promotions(replicas, api, registry, versions: list[str], rounds: int) 
             "median_s": round(statistics.median(done), 3) if done else None, "max_s": max(done) if done else None}
 
 
+def coordination_costs(database_url: str, n: int = 1000) -> dict:
+    """What exactly-once costs a delivery: one claim (won, then lost), one thread lookup, one answer recorded."""
+    from shared.coordination import PostgresCoordination
+
+    with PostgresCoordination(database_url) as coordination:
+        won, lost, lookup, remember = [], [], [], []
+        for i in range(n):
+            for times, call in ((won, lambda: coordination.claim_event(f"EvCost{i}")),
+                                (lost, lambda: coordination.claim_event(f"EvCost{i}")),
+                                (remember, lambda: coordination.remember_thread("C9", f"{i}.1", question_id=f"q{i}",
+                                                                                message_ts=f"{i}.2")),
+                                (lookup, lambda: coordination.is_bot_thread("C9", f"{i}.1"))):
+                t0 = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - t0)
+    return {name: {"p50_ms": round(percentile(v, 50) * 1e3, 3), "p99_ms": round(percentile(v, 99) * 1e3, 3)}
+            for name, v in (("claim_won", won), ("claim_lost", lost), ("remember_thread", remember),
+                            ("is_bot_thread", lookup))} | {"n": n}
+
+
 async def measure(count: int, database_url: str, home_for, api, seconds: float, work: Path,
                   promote=None) -> dict:
     texts = questions()
@@ -173,7 +196,9 @@ async def measure(count: int, database_url: str, home_for, api, seconds: float, 
         envs = [replica_env(home_for(count, i), database_url=database_url, slack_api_url=api.base_url,
                             secret=SECRET) for i in range(count)]
         started = time.perf_counter()
-        replicas = await start_replicas(envs, work, session, api, SECRET)
+        logs = work / f"logs-{count}"
+        logs.mkdir()
+        replicas = await start_replicas(envs, logs, session, api, SECRET)
         ready_s = time.perf_counter() - started
         try:
             await step(session, replicas, api, 2 * count, 2, texts, f"warm{count}x")  # caches, first queries
@@ -198,6 +223,7 @@ async def measure(count: int, database_url: str, home_for, api, seconds: float, 
 async def main_async(counts: list[int], seconds: float) -> dict:
     from tests.helpers.postgres import start_server
 
+    load_before = list(os.getloadavg())  # other work on the machine: these replicas share its cores
     work = Path(tempfile.mkdtemp(prefix="deepmem-bench-replicas-"))
     server = start_server(work / "postgres")
     api = await SlackAPI().start()
@@ -207,6 +233,8 @@ async def main_async(counts: list[int], seconds: float) -> dict:
         t0 = time.perf_counter()
         versions = await asyncio.to_thread(prepare, url, work)
         ingest_s = time.perf_counter() - t0
+        costs = await asyncio.to_thread(coordination_costs, url)
+        print("coordination:", costs, flush=True)
         from shared.deep_memory.versions import open_registry
         from shared.home import Home
         from shared.settings import load_settings
@@ -230,7 +258,8 @@ async def main_async(counts: list[int], seconds: float) -> dict:
         for run in runs:
             run["sustained_ratio"] = round(run["sustained_answers_per_s"] / base, 2) if base else None
             run["peak_ratio"] = round(run["peak_answers_per_s"] / peak, 2) if peak else None
-        return {"ingest_small_corpus_s": round(ingest_s, 1), "step_seconds": seconds,
+        return {"ingest_small_corpus_s": round(ingest_s, 1), "coordination": costs, "step_seconds": seconds,
+                "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
                 "ack_p99_limit_ms": ACK_P99_LIMIT_S * 1e3, "answer_p99_limit_ms": ANSWER_P99_LIMIT_S * 1e3,
                 "runs": runs}
     finally:

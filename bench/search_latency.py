@@ -1,7 +1,7 @@
 """Search latency at 10k, 100k and 1M chunks, against the physical floor of a full scan.
 
     python bench/search_latency.py [--sizes 10000,100000,1000000]
-    python bench/search_latency.py --filtered [--sizes 100000] [--share 0.1]
+    python bench/search_latency.py --filtered [--sizes 100000] [--share 0.1] [--postgres]
 
 For each size a store is filled with random unit vectors (dim 384, as all-MiniLM-L6-v2),
 and k=10 searches run through (a) sqlite-vec's vec0 scan, as the CLI does, and (b) the
@@ -12,7 +12,8 @@ with bandwidth measured here by streaming a 2 GB array. Saves bench/results/sear
 ``--filtered`` measures "search filters by collection without losing speed": the chunks are
 split into two collections (``--share`` of the pages in ``small``, the rest in ``large``,
 interleaved), and the same queries run unfiltered and limited to each collection, through
-sqlite-vec and through the in-memory index (median ms, and the ratio filtered / unfiltered).
+sqlite-vec and through the in-memory index (median ms, and the ratio filtered / unfiltered; the
+three arms take turns on every query, so load from other processes falls on them alike).
 Saves bench/results/search_collections.json.
 """
 
@@ -85,36 +86,59 @@ def fill(store: Store, n: int, rng, share: float = 0.1) -> dict[str, int]:
     return counts
 
 
-def timed(search, queries) -> list[float]:
-    search(queries[0])  # warm
-    out = []
-    for q in queries:
-        t = time.perf_counter()
-        search(q)
-        out.append(time.perf_counter() - t)
+def timed_together(arms: dict, queries) -> dict[str, list[float]]:
+    """Seconds per query of each arm, the arms taking turns on every query (in rotating order), so a
+    busy machine slows them alike and their ratio stays fair."""
+    names = list(arms)
+    for name in names:
+        arms[name](queries[0])  # warm
+    out = {name: [] for name in names}
+    for i, q in enumerate(queries):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t = time.perf_counter()
+            arms[name](q)
+            out[name].append(time.perf_counter() - t)
     return out
 
 
-def filtered(sizes: list[int], n_queries: int, share: float) -> None:
-    """Filtered vs unfiltered search, same store, same queries, both paths."""
-    rng = np.random.default_rng(7)
+def filtered(sizes: list[int], n_queries: int, share: float, postgres: bool) -> None:
+    """Filtered vs unfiltered search, same store, same queries, each path (and pgvector with --postgres)."""
+    server = None
+    if postgres:
+        from tests.helpers.postgres import start_server
+
+        server = start_server()
     rows = []
     for n in sizes:
         tmp = Path(tempfile.mkdtemp(prefix="deepmem-search-"))
         with Store.open(tmp / "store.db") as store:
             t = time.perf_counter()
-            counts = fill(store, n, rng, share)
+            counts = fill(store, n, np.random.default_rng(n), share)
             fill_s = time.perf_counter() - t
-            queries = rng.standard_normal((n_queries, DIM), dtype=np.float32)
+            queries = np.random.default_rng(1).standard_normal((n_queries, DIM), dtype=np.float32)
             queries /= np.linalg.norm(queries, axis=1, keepdims=True)
             index = MemoryIndex(store)
             row = {"chunks": n, "collections": counts, "fill_s": round(fill_s, 1)}
             nq = max(20, n_queries // max(1, n // 100_000))
-            for name, search in (("sqlite_vec", store.vector_search), ("memory_index", index.search)):
-                arm = {}
-                for label, collections in (("all", None), ("small", ["small"]), ("large", ["large"])):
-                    arm[label] = summary_ms(timed(lambda q: search(q, 10, collections=collections),
-                                                  queries[:nq] if name == "sqlite_vec" else queries))
+            paths = [("sqlite_vec", store.vector_search), ("memory_index", index.search)]
+            pg = None
+            if server is not None:
+                from shared.store.postgres import PostgresStore
+
+                pg = PostgresStore.open(server.create_database("bench"))
+                t = time.perf_counter()
+                fill(pg, n, np.random.default_rng(n), share)  # the same vectors, through the same write path
+                row["pgvector_fill_s"] = round(time.perf_counter() - t, 1)
+                t = time.perf_counter()
+                row["pgvector_hnsw_built"] = pg.build_vector_index(if_needed=True)  # as an ingest's end does
+                row["pgvector_index_s"] = round(time.perf_counter() - t, 1)
+                paths.append(("pgvector", pg.vector_search))
+            for name, search in paths:
+                times = timed_together({label: (lambda q, c=collections: search(q, 10, collections=c))
+                                        for label, collections in (("all", None), ("small", ["small"]),
+                                                                   ("large", ["large"]))},
+                                       queries[:nq] if name == "sqlite_vec" else queries)
+                arm = {label: summary_ms(seconds) for label, seconds in times.items()}
                 base = arm["all"]["p50_ms"]
                 arm["ratio_p50_small"] = round(arm["small"]["p50_ms"] / base, 3)
                 arm["ratio_p50_large"] = round(arm["large"]["p50_ms"] / base, 3)
@@ -123,12 +147,20 @@ def filtered(sizes: list[int], n_queries: int, share: float) -> None:
             row["same_top10_filtered"] = all(
                 [r for r, _ in store.vector_search(q, 10, collections=["small"])]
                 == [r for r, _ in index.search(q, 10, collections=["small"])] for q in queries[:5])
+            if pg is not None:  # pgvector (HNSW beyond its exact limit) against the exact in-memory result
+                recall = [len({r for r, _ in pg.vector_search(q, 10, collections=c)}
+                              & {r for r, _ in index.search(q, 10, collapse=False, collections=c)}) / 10
+                          for q in queries[:50] for c in (None, ["small"], ["large"])]
+                row["pgvector_recall10_vs_exact"] = round(float(np.mean(recall)), 4)
+                pg.close()
         rows.append(row)
         print(json.dumps(row))
         del index
         gc.collect()
         for f in tmp.glob("*"):
             f.unlink()
+    if server is not None:
+        server.stop()
     save("search_collections", {"machine": machine(), "dim": DIM, "k": 10, "share_small": share, "sizes": rows})
 
 
@@ -138,10 +170,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--filtered", action="store_true", help="Filtered vs unfiltered search by collection.")
     parser.add_argument("--share", type=float, default=0.1, help="Share of pages in the small collection.")
+    parser.add_argument("--postgres", action="store_true", help="With --filtered: a pgvector arm too (pgserver).")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.filtered:
-        filtered(sizes, args.queries, args.share)
+        filtered(sizes, args.queries, args.share, args.postgres)
         return
     rng = np.random.default_rng(42)
     proc = psutil.Process()

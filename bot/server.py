@@ -46,7 +46,7 @@ from shared.home import Home
 from shared.qa import QAService
 from shared.retrieval import open_searcher
 from shared.settings import Settings, is_loopback
-from shared.store import Store
+from shared.store import DocumentStore, open_store
 from shared.vector_index import MemoryIndex
 
 from .admin import add_admin_routes
@@ -68,7 +68,7 @@ class Runtime:
 
     settings: Settings
     home: Home
-    store: Store
+    store: DocumentStore  # SQLite in DEEPMEM_HOME, or the Postgres every replica shares (DEEPMEM_DATABASE_URL)
     embedder: Embedder
     index: MemoryIndex
     feedback: FeedbackStore
@@ -84,7 +84,7 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     home = Home.open(settings.home)
-    store = Store.open(home.store_path, create=False)
+    store = open_store(home, settings, create=False)
     if not store.stats()["chunks"]:
         raise EmptyStore("the store is empty: run `deepmem ingest` (or `deepmem ingest --demo`) first")
     embedder = make_embedder(settings)

@@ -71,6 +71,8 @@ class Answer:
     more: list[Citation] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     error: str | None = None
+    covered: bool = True  # False: the docs do not seem to cover the question (the bot offers an expert)
+    coverage: float | None = None
 
     @property
     def cited_sources(self) -> list[Citation]:

@@ -7,7 +7,7 @@ import time
 from typing import Callable
 
 from .deep_memory.adapter import LinearAdapter
-from .deep_memory.versions import AdapterRegistry, open_registry, unfit_for
+from .deep_memory.versions import open_registry, unfit_for
 from .embedders import Embedder
 from .home import Home
 from .search import Searcher
@@ -33,7 +33,8 @@ class ActiveAdapter:
 
     def __init__(self, home: Home, embedder: Embedder, on_error: Callable[[str], None] | None = None,
                  registry=None):
-        self.registry = registry if registry is not None else AdapterRegistry(home.adapters_dir)
+        # open_searcher passes the deployment's registry (open_registry(home, settings)); alone, the data directory's
+        self.registry = registry if registry is not None else open_registry(home)
         self.embedder = embedder
         self.on_error = on_error
         self._lock = threading.Lock()

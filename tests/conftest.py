@@ -90,7 +90,7 @@ def small_store_path(tmp_path_factory, small_docs, embedder) -> Path:
     settings = load_settings(home=str(home))
     with Store.open(home / "store.db") as store:
         ingest(store, embedder, settings, str(small_docs), base_url="https://sqlite.org/", progress=False)
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.checkpoint()
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")

@@ -24,6 +24,7 @@ from shared.answer import Answerer
 from shared.cli import cli
 from shared.dashboard import build_dashboard, dashboard_page, render_page
 from shared.dashboard.topics import VectorMemo, group_topics
+from shared.feedback import open_feedback
 from shared.feedback.store import FeedbackStore
 from shared.home import Home
 from shared.qa import QAService
@@ -291,6 +292,50 @@ async def test_admin_needs_the_chats_access_and_serves_what_report_writes(week, 
         assert (await get(headers={"X-Remote-User": "alice@example.com"}))[0] == 401  # not from the proxy
     async with served(home, host="0.0.0.0", chat_user_header="X-Remote-User") as get:
         assert (await get(headers={"X-Remote-User": "alice@example.com"}))[0] == 200
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def feedback_backend(request, store_copy, monkeypatch):
+    """The feedback log of a deployment in the data directory (DuckDB) or in PostgreSQL."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    if url:
+        monkeypatch.setenv("DEEPMEM_DATABASE_URL", url)
+    home = Home.open(store_copy.path.parent)
+    feedback = open_feedback(home, load_settings(home=str(home.root), database_url=url))
+    yield home, feedback
+    getattr(feedback, "close", lambda: None)()
+
+
+def test_the_same_numbers_from_either_feedback_backend(feedback_backend, store_copy, embedder, tmp_path):
+    home, feedback = feedback_backend
+    qa = QAService(Answerer(open_searcher(store_copy, embedder, home), load_settings(home=str(home.root))),
+                   feedback)
+    asked = []
+    for n, (text, channel) in enumerate([("How do I create an AUTOINCREMENT column?", "C0HELPDOCS"),
+                                         ("What is WAL mode?", "C0HELPDOCS"), ("How do I reset my VPN password?", None),
+                                         ("How do I vacuum a database?", "C0PLATFORM")]):
+        a = qa.ask(text, source="slack" if channel else "web", user_id=f"U{n}", channel_id=channel)
+        asked.append(a)
+    qa.vote(asked[0].question_id, "U0", 1)
+    qa.vote(asked[1].question_id, "U1", 1)
+    qa.vote(asked[1].question_id, "U1", -1)  # changed their mind: the latest vote stands
+    qa.vote(asked[2].question_id, "U2", -1)
+    shown = asked[3].answer.shown_sources[0]
+    qa.source_click(asked[3].question_id, "U3", shown.chunk_id, shown.rank)
+    board = build_dashboard(feedback, embed=embedder.embed)
+    assert board.totals.questions == 4 and (board.totals.up, board.totals.down) == (1, 2)
+    assert {name: c.questions for name, c in board.per_channel} == {"C0HELPDOCS": 2, "web": 1, "C0PLATFORM": 1}
+    assert board.per_day[-1][1].questions == 4
+    clicked = {p.page: p.clicks for p in board.most_cited if p.clicks}
+    assert clicked == {shown.url.split("#")[0]: 1}
+    cited = sum(len(a.answer.cited_sources) for a in asked)
+    assert sum(p.cited for p in board.most_cited + board.least_cited) == cited
+    gaps = {e.text for t in board.topics for e in t.examples}
+    assert gaps == {"What is WAL mode?", "How do I reset my VPN password?"}
+    result = CliRunner().invoke(cli, ["--home", str(home.root), "report", "--out", str(tmp_path / "r.html")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "How do I reset my VPN password?" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 # -- an empty log, hostile text -----------------------------------------------------------------------

@@ -148,14 +148,18 @@ def test_bad_records_are_refused_in_one_line_and_block_nothing(backend):
     for bad in ({"op": "event", "row": {"id": "e", "question_id": "q", "occurred_at": "last tuesday", "kind": "vote"}},
                 {"op": "event", "row": {"id": "e", "question_id": "q", "occurred_at": T0, "kind": "vote",
                                         "rank": "first"}},
+                {"op": "question", "row": {"id": "q\x00", "asked_at": T0, "source": "web", "text": "q?"}},
                 {"op": "drop tables"}, "not an object"):
         with pytest.raises(InvalidFeedback) as refused:
             store.record([good, bad])
         assert "\n" not in str(refused.value)
     assert store.questions() == []  # nothing of a refused batch was written
     store.record([good, FeedbackStore.event_op(question_id="q", kind="vote", user_id="u", value=1, id="e")])
+    store.record([FeedbackStore.question_op(id="q-nul", asked_at=T0, source="web", text="a \x00 b", answer="c\x00")])
     store.drain()
     assert [e["id"] for e in store.events()] == ["e"]
+    nul = store.rows("SELECT text, answer FROM questions WHERE id = 'q-nul'")  # kept, the NUL made visible
+    assert nul == [{"text": "a \ufffd b", "answer": "c\ufffd"}]
 
 
 def test_export_and_import_round_trip_through_the_cli(backend, store_copy, tmp_path):
@@ -165,6 +169,10 @@ def test_export_and_import_round_trip_through_the_cli(backend, store_copy, tmp_p
              {"query": "what is a page?", "relevant": [page], "not_relevant": [chunk], "user": "importer"}]
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if backend.url:  # the store is in the database too: entries are resolved against it
+        from shared.migrate import migrate_home
+
+        assert migrate_home(backend.home, backend.url).ok
     home = ["--home", str(backend.home.root)]
     result = CliRunner().invoke(cli, [*home, "feedback", "import", str(path)], catch_exceptions=False)
     assert result.exit_code == 0 and "imported 2 questions, 3 labels" in result.output

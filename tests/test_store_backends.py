@@ -180,6 +180,12 @@ def test_hnsw_recall_on_random_vectors(backend):
     _fill(backend, rng, 30, 100)
     if backend.kind == "postgres":
         backend.exact_limit = 1000  # 3000 chunks: the index answers
+        assert backend.build_vector_index(if_needed=True) and not backend.build_vector_index()
+        with backend.transaction():
+            backend.conn.execute("SELECT set_config('hnsw.ef_search', '400', true)")
+            plan = backend.conn.execute("EXPLAIN SELECT rowid FROM chunks ORDER BY embedding <=> %s LIMIT 10",
+                                        (np.ones(DIM, np.float32),)).fetchall()
+        assert "chunks_embedding_hnsw" in str(plan)
     rowids, matrix = backend.all_vectors()
     recalls = []
     for q in _unit(rng, 50):
@@ -218,6 +224,7 @@ def test_collections_filter(backend):
     for limit in settings:
         if backend.kind == "postgres":
             backend.exact_limit = limit
+            backend.build_vector_index(if_needed=True)  # at 50: the index, over-fetched and filtered
         for q in _unit(rng, 5):
             for wanted in (["small"], ["big"], ["big", "small"]):
                 scores = np.where(np.isin(of, wanted), matrix @ q, -np.inf)
@@ -373,3 +380,46 @@ def test_the_cli_on_postgres(pg_url, small_docs, tmp_path, monkeypatch):
     assert not (tmp_path / "home" / "store.db").exists()
     assert run("sources", "remove", str(docs)).exit_code == 0
     assert json.loads(run("status", "--json").output)["chunks"] == 0
+
+
+def test_kill_9_mid_ingest_into_postgres_leaves_whole_pages(pg_url, pg_small_store, small_docs, tmp_path):
+    """A killed ingest (SIGKILL, no cleanup) leaves each page wholly written or absent; a rerun finishes
+    and gives exactly the chunks of a clean ingest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, DEEPMEM_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1", DEEPMEM_DATABASE_URL=pg_url)
+    cmd = [sys.executable, "-c", "from shared.cli import main; main()", "ingest", str(small_docs), "-q",
+           "--base-url", "https://sqlite.org/"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, pages = time.time() + 600, 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with PostgresStore.open(pg_url, create=False) as probe:
+                pages = probe.stats()["pages"]
+        except StoreError:
+            pages = 0
+        if pages >= 3:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "ingest finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+    clean: dict[str, set[str]] = {}
+    for c in pg_small_store.iter_chunks():
+        clean.setdefault(c.page_url, set()).add(c.id)
+    with PostgresStore.open(pg_url, create=False) as store:
+        partial: dict[str, set[str]] = {}
+        for c in store.iter_chunks():
+            partial.setdefault(c.page_url, set()).add(c.id)
+        assert 3 <= store.stats()["pages"] < 22 and len(partial) == store.stats()["pages"]
+        assert all(partial[url] == clean[url] for url in partial)  # every stored page is whole
+        assert len(store.all_vectors()[0]) == store.stats()["chunks"]
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr
+    with PostgresStore.open(pg_url, create=False) as store:
+        assert {c.id for c in store.iter_chunks()} == set().union(*clean.values())

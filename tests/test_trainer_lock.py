@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,22 +10,29 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 from shared.deep_memory.nightly import TRAINER_LOCK, NightlyConfig, RunBusy, mark_interrupted, run_lock, run_nightly
 from shared.deep_memory.trainer import TrainConfig
 from shared.deep_memory.versions import open_registry
 from shared.feedback import FeedbackStore, open_feedback
 from shared.home import Home
+from shared.migrate import migrate_home
 from shared.settings import load_settings
 
 FAST = TrainConfig(max_epochs=3, patience=1)
 
 
-def _replica_home(store_copy, tmp_path, name: str) -> Home:
-    """A replica's own data directory (its own copy of the store; feedback and adapters are in the database)."""
-    home = Home.open(tmp_path / name)
-    shutil.copy(store_copy.path, home.store_path)
-    return home
+@pytest.fixture
+def shared_corpus(store_copy, pg_url) -> str:
+    """The small store, in the database every replica shares (copied with `deepmem migrate`'s code)."""
+    assert migrate_home(Home.open(store_copy.path.parent), pg_url).ok
+    return pg_url
+
+
+def _replica_home(tmp_path, name: str) -> Home:
+    """A replica's own data directory: empty, everything it shares is in the database."""
+    return Home.open(tmp_path / name)
 
 
 def _lock_held(url: str) -> bool:
@@ -60,8 +66,9 @@ def test_the_lock_is_taken_by_exactly_one_of_many(pg_url, tmp_path):
         assert _lock_held(pg_url)
 
 
-def test_two_replicas_start_the_nightly_job_at_once_and_exactly_one_runs(pg_url, store_copy, tmp_path, embedder):
-    homes = [_replica_home(store_copy, tmp_path, f"replica-{n}") for n in (1, 2)]
+def test_two_replicas_start_the_nightly_job_at_once_and_exactly_one_runs(shared_corpus, tmp_path, embedder):
+    pg_url = shared_corpus
+    homes = [_replica_home(tmp_path, f"replica-{n}") for n in (1, 2)]
     settings = [load_settings(home=str(h.root), database_url=pg_url) for h in homes]
     records = [None, None]
 
@@ -86,6 +93,7 @@ def test_two_replicas_start_the_nightly_job_at_once_and_exactly_one_runs(pg_url,
 SLOW_RUN = """
 import sys
 from shared.home import Home
+from shared.migrate import migrate_home
 from shared.settings import load_settings
 from shared.deep_memory.nightly import NightlyConfig, run_nightly
 from shared.deep_memory.trainer import TrainConfig
@@ -94,9 +102,10 @@ run_nightly(Home.open(sys.argv[1]), load_settings(), NightlyConfig(train=TrainCo
 """
 
 
-def test_a_replica_killed_mid_run_gives_the_lock_back_and_its_run_is_marked_interrupted(pg_url, store_copy,
-                                                                                        tmp_path, embedder):
-    dying, next_one = _replica_home(store_copy, tmp_path, "dying"), _replica_home(store_copy, tmp_path, "next")
+def test_a_replica_killed_mid_run_gives_the_lock_back_and_its_run_is_marked_interrupted(shared_corpus, tmp_path,
+                                                                                        embedder):
+    pg_url = shared_corpus
+    dying, next_one = _replica_home(tmp_path, "dying"), _replica_home(tmp_path, "next")
     env = dict(os.environ, DEEPMEM_HOME=str(dying.root), DEEPMEM_DATABASE_URL=pg_url, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(dying.root)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -167,7 +167,7 @@ def activate(app: App, version: str) -> None:
     from ..deep_memory.versions import open_registry, unfit_for
 
     registry = open_registry(app.home, app.settings)
-    if app.home.store_path.exists():  # refuse what search would ignore
+    if app.settings.database_url is not None or app.home.store_path.exists():  # refuse what search would ignore
         store = app.store(create=False)
         adapter, meta = registry.load(version)
         unfit = unfit_for(meta, adapter, store.embedder_name, store.dim or adapter.dim) if store.embedder_name else None

@@ -67,14 +67,16 @@ def forget(app: App, user: str) -> None:
     from ..thread_documents import remove_thread_documents
 
     counts = open_feedback(app.home, app.settings).forget(user)
-    threads = remove_thread_documents(app.store(create=False), user) if app.home.store_path.exists() else 0
+    has_store = app.settings.database_url is not None or app.home.store_path.exists()
+    threads = remove_thread_documents(app.store(create=False), user) if has_store else 0
     click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events"
                + (f", {counts['quarantined']} quarantined operations" if counts["quarantined"] else "")
                + (f", {threads} resolved-thread document{'s' if threads != 1 else ''}" if threads else ""))
 
 
 @feedback.command()
-@click.option("--requeue", is_flag=True, help="Move the quarantined files back into the spool (after fixing the cause).")
+@click.option("--requeue", is_flag=True,
+              help="Move the quarantined files back into the spool (after fixing the cause).")
 @pass_app
 def quarantine(app: App, requeue: bool) -> None:
     """Spool files that could not be applied, and why (they block nothing; their good lines were applied).

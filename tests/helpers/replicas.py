@@ -53,7 +53,7 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Replica":
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "wb") as log:  # a fresh log: the port read from it is this process's
             self.proc = subprocess.Popen([sys.executable, "-c", "from shared.cli import main; main()", "serve"],
                                          env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
