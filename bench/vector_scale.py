@@ -21,7 +21,8 @@ further from the chunks than chunks sit from each other, which is the hard case 
 **Arms.** (a) pgvector HNSW through ``shared.store.postgres.PostgresStore``: its schema, the rows
 bulk-loaded into its ``chunks`` with binary COPY, then ``bind_embedder`` and ``build_vector_index`` (``hnsw
 (embedding vector_cosine_ops)``: pgvector's defaults m=16, ef_construction=64, what the store ships and
-what pgvector's docs start from) with maintenance_work_mem 6GB and one parallel worker (2 cores);
+what pgvector's docs start from) with one parallel worker (2 cores) and the maintenance_work_mem the
+store sets (512MB; the first 1M run, on its own table, had 6GB);
 queried one question at a time with ``vector_search`` for ``ef_search`` in a sweep, and the same SELECT
 alone for comparison; PostgreSQL 16 + pgvector 0.6.2 from the pgserver wheel, started as
 tests/helpers/postgres.py does, restarted with shared_buffers 4GB. ``--hnsw-variants`` adds other
