@@ -33,8 +33,8 @@ import numpy as np
 
 from .search_text import terms
 
-__all__ = ["Signals", "CoverageModel", "signals", "signals_many", "fit", "calibrate", "DEFAULT", "META_KEY",
-           "FEATURES"]
+__all__ = ["Signals", "CoverageModel", "signals", "signals_many", "fit", "calibrate", "calibrate_store", "DEFAULT",
+           "META_KEY", "FEATURES"]
 
 FEATURES = ("top", "margin", "agreement", "term_share")
 META_KEY = "coverage"
@@ -219,6 +219,26 @@ def calibrate(model: CoverageModel, own: list[Signals], *, target_recall: float 
                          calibration={"questions": len(own), "what": what, "target_recall": target_recall,
                                       "recall_on_them": round(float(np.mean(p >= threshold)), 4),
                                       "bounded": logit != wanted, "at": at})
+
+
+def calibrate_store(store, index, real: list[str], real_vectors: np.ndarray, synthetic: list[str],
+                    synthetic_vectors: np.ndarray, *, seed: int = 0, at: str | None = None,
+                    limit: int = 300) -> CoverageModel:
+    """Calibrate the default model on the store's own held-out questions and keep it in the store:
+    real ones (people's, and the docs' own) when there are enough, else synthetic ones (at most
+    ``limit``, a seeded sample). Synthetic questions are easier than people's (written from the
+    passage they ask about), so with them the threshold errs toward calling questions covered."""
+    if len(real) >= MIN_CALIBRATION:
+        texts, vectors, what = real, real_vectors, "held-out real questions"
+    else:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(synthetic), size=min(limit, len(synthetic)), replace=False)) \
+            if len(synthetic) else np.zeros(0, dtype=int)
+        texts, vectors, what = [synthetic[i] for i in pick], np.asarray(synthetic_vectors)[pick], \
+            "held-out synthetic questions"
+    model = calibrate(DEFAULT, signals_many(store, index, texts, vectors), what=what, at=at)
+    model.save(store)
+    return model
 
 
 # fitted by `python bench/coverage.py --fit` on the five real-question sets (bench/results/coverage.json,

@@ -16,7 +16,9 @@
    them beyond the noise is never promoted, and an active one that does is switched off. Noise
    = the standard error of the per-question difference (paired), reported with every decision;
 5. promotion is an atomic pointer swap: a running bot picks the new adapter up at its next
-   question; the feedback memory's settings are re-tuned and saved the same way;
+   question; the feedback memory's settings are re-tuned and saved the same way, and the
+   coverage decision ("do the docs cover this question?", shared.coverage) is calibrated on the
+   store's own held-out questions and kept in the store;
 6. the run is recorded in the feedback database (start, end, counts, metrics, decision, error).
 
 Only one run at a time across processes: a file lock; a second run is recorded as skipped.
@@ -38,6 +40,7 @@ import numpy as np
 
 from ..embedders import Embedder, make_embedder
 from ..errors import DeepmemError, StoreError
+from ..coverage import calibrate_store
 from ..feedback.store import FeedbackStore, now
 from ..feedback_memory import MemoryParams, Names, tune
 from ..home import Home
@@ -281,9 +284,16 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
             reason += f"; {champion_name} loses to plain search on held-out real questions: switched off"
         params, memory_report = _tune_memory(index, store, embedder, data, vec)
         params.save(home.root / "memory.json", {"tuned_at": now(), "report": memory_report})
+        covered_real = [i for i, q in enumerate(real_test) if q.targets]  # a question with an answer in the docs
+        coverage = calibrate_store(store, index, [real_test[i].text for i in covered_real],
+                                   held_real.vectors[covered_real], [e.text for e in data.test], vec["test"],
+                                   seed=config.seed, at=now())
         log(f"{'promoted' if promote else 'kept ' + champion_label}: {reason}")
         return {"status": "promoted" if promote else "kept", "version": version, "champion": champion_name,
-                "decision": reason, "counts": counts, "metrics": verdict.sets | {"memory": params.__dict__}}
+                "decision": reason, "counts": counts,
+                "metrics": verdict.sets | {"memory": params.__dict__,
+                                           "coverage": {"threshold": round(coverage.threshold, 4),
+                                                        **coverage.calibration}}}
 
 
 def _tune_memory(index: MemoryIndex, store: Store, embedder: Embedder, data: Dataset, vec: dict

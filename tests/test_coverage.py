@@ -1,0 +1,126 @@
+"""Does the bot know when the docs do not cover a question? Real SQLite pages, real embedder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.answer import Answerer
+from shared.coverage import DEFAULT, META_KEY, CoverageModel, Signals, calibrate, fit
+from shared.deep_memory.nightly import NightlyConfig, run_nightly
+from shared.deep_memory.trainer import TrainConfig
+from shared.feedback.store import FeedbackStore
+from shared.home import Home
+from shared.qa import QAService
+from shared.retrieval import open_searcher
+from shared.settings import load_settings
+from shared.vector_index import MemoryIndex
+
+from .helpers import corpus
+
+FAQ = Path(__file__).resolve().parent.parent / "shared" / "data" / "sqlite-faq.jsonl"
+OFF_TOPIC = [
+    "How long should I knead bread dough?", "What temperature do I roast a chicken at?",
+    "How do I repot an orchid?", "What are the rules of the offside in football?",
+    "How do I get a visa for Japan?", "How do I train my puppy to sit?",
+]
+DJANGO = [  # the Django FAQ's own questions
+    "How do I get started with Django templates and template inheritance?",
+    "Why does the Django admin site redirect me to the login page again after I log in?",
+    "How can I see the raw SQL queries Django is running?",
+    "How do I add extra fields to the Django User model?",
+]
+
+
+def small_store_questions() -> list[str]:
+    """SQLite FAQ questions whose answer pages are all among the small store's pages."""
+    out = []
+    for line in FAQ.read_text().splitlines():
+        q = json.loads(line)
+        if all(page in corpus.SMALL for page in q["relevant"]):
+            out.append(q["query"])
+    return out
+
+
+@pytest.fixture
+def qa(store_copy, embedder):
+    home = Home.open(store_copy.path.parent)
+    searcher = open_searcher(store_copy, embedder, home, index=MemoryIndex(store_copy))
+    service = QAService(Answerer(searcher, load_settings(), k=5), FeedbackStore(home))
+    yield service
+    service.feedback.drain()
+
+
+def test_sqlite_questions_are_covered_and_off_topic_ones_are_not(qa):
+    covered = [qa.ask(q, source="test", user_id="U1").answer for q in small_store_questions()]
+    assert len(covered) >= 8
+    assert sum(a.covered for a in covered) >= len(covered) - 1, [(a.question, a.coverage) for a in covered]
+    off = [qa.ask(q, source="test", user_id="U1").answer for q in OFF_TOPIC + DJANGO]
+    assert not any(a.covered for a in off), [(a.question, a.coverage) for a in off if a.covered]
+    # the probability orders them: every covered question above every off-topic one
+    assert min(a.coverage for a in covered if a.covered) > max(a.coverage for a in off)
+    cooking = off[0]
+    assert cooking.text.startswith("The documentation does not seem to cover this")
+    assert cooking.to_dict()["covered"] is False and 0.0 <= cooking.to_dict()["coverage"] < DEFAULT.threshold
+    assert set(cooking.coverage_signals) == {"top", "margin", "agreement", "term_share"}
+    assert cooking.coverage_signals["term_share"] < 0.5  # "knead", "bread", "dough": not in the SQLite docs
+
+
+def test_a_calibration_in_the_store_is_what_ask_uses(qa, store_copy):
+    question = "How do I create an AUTOINCREMENT field?"
+    before = qa.ask(question, source="test", user_id="U1").answer
+    assert before.covered and before.text.startswith("From the documentation")
+    strict = CoverageModel(weights=DEFAULT.weights, bias=DEFAULT.bias, mean=DEFAULT.mean, scale=DEFAULT.scale,
+                           threshold=min(0.999, before.coverage + 0.001), calibration={"what": "a test"})
+    strict.save(store_copy)
+    assert CoverageModel.load(store_copy) == strict  # persisted, round trip
+    after = qa.ask(question, source="test", user_id="U1").answer
+    assert not after.covered and after.coverage == pytest.approx(before.coverage)
+    assert after.text.startswith("The documentation does not seem to cover this")
+    # a damaged calibration is not used: the default decides
+    store_copy.set_meta(META_KEY, '{"version": 1, "weights": "oops"}')
+    assert CoverageModel.load(store_copy) is DEFAULT
+    assert qa.ask(question, source="test", user_id="U1").answer.covered
+
+
+def test_calibration_moves_the_threshold_to_the_target_within_bounds():
+    rng = np.random.default_rng(0)
+    own = [Signals(top=float(t), margin=0.1, agreement=0.3, term_share=0.9) for t in rng.uniform(0.4, 0.8, 200)]
+    model = calibrate(DEFAULT, own, target_recall=0.9, what="synthetic")
+    assert model.weights == DEFAULT.weights and model.calibration["questions"] == 200
+    assert np.mean([model.decide(s)[0] for s in own]) == pytest.approx(0.9, abs=0.01)
+    # questions the default finds hopeless cannot switch the decision off: the move is bounded
+    hopeless = [Signals(top=0.05, margin=0.0, agreement=0.0, term_share=0.0)] * 50
+    bounded = calibrate(DEFAULT, hopeless)
+    assert bounded.calibration["bounded"] and 0.05 < bounded.threshold < DEFAULT.threshold
+    assert calibrate(DEFAULT, own[:5]) is DEFAULT  # too few to calibrate on
+
+
+def test_fit_separates_what_it_is_given_and_weighs_the_classes_equally():
+    rng = np.random.default_rng(1)
+    pos = [Signals(float(t), 0.1, 0.3, 0.95) for t in rng.normal(0.65, 0.08, 30)]
+    neg = [Signals(float(t), 0.08, 0.1, 0.6) for t in rng.normal(0.35, 0.08, 300)]
+    model = fit(pos, neg)
+    assert model.weights[0] > 0 and model.weights[3] > 0
+    assert np.mean([model.decide(s)[0] for s in pos]) > 0.9 and np.mean([model.decide(s)[0] for s in neg]) < 0.1
+    with pytest.raises(ValueError):
+        fit(pos, [])
+    with pytest.raises(ValueError, match="JSON"):
+        CoverageModel.from_json("not json")
+
+
+def test_the_nightly_job_calibrates_the_store_and_reports_it(store_copy, embedder):
+    home = Home.open(store_copy.path.parent)
+    assert store_copy.meta(META_KEY) is None
+    record = run_nightly(home, load_settings(), NightlyConfig(train=TrainConfig(max_epochs=2, patience=1)),
+                         embedder=embedder, log=lambda *a: None)
+    assert record["status"] in ("promoted", "kept"), record
+    reported = record["metrics"]["coverage"]
+    stored = CoverageModel.load(store_copy)
+    assert stored is not DEFAULT and stored.threshold == pytest.approx(reported["threshold"], abs=1e-4)
+    assert reported["questions"] >= 20 and reported["what"].startswith("held-out")
+    assert reported["recall_on_them"] >= 0.85 or reported["bounded"]
+    assert json.loads(FeedbackStore(home).runs()[-1]["metrics"])["coverage"]["threshold"] == reported["threshold"]
