@@ -86,8 +86,11 @@ def gather(data: Path, homes: Path, names: list[str], log) -> dict:
         settings = load_settings(home=str(home.root))
         with Store.open(home.store_path, create=False) as store:
             index = MemoryIndex(store)
+            t = time.perf_counter()
             out["signals"][store_name] = {n: [s.to_dict() for s in signals_many(store, index, sets[n], vectors[n])]
                                           for n in sets}
+            out.setdefault("signals_ms_per_question", {})[store_name] = round(
+                (time.perf_counter() - t) * 1e3 / sum(len(v) for v in sets.values()), 2)
             questions, _ = synthetic_questions(store, settings, "offline", progress=False)
             texts = [q.text for q in random.Random(0).sample(questions, min(SYNTHETIC, len(questions)))]
             out["synthetic"][store_name] = [s.to_dict() for s in signals_many(
@@ -217,6 +220,7 @@ def main() -> None:
             Path(args.signals).write_text(json.dumps(gathered))
     results = evaluate(gathered, names)
     out = {"machine": machine(), "sizes": gathered["sizes"], "chunks": gathered.get("chunks"),
+           "signals_ms_per_question": gathered.get("signals_ms_per_question"),
            "features": list(FEATURES), "per_corpus": results,
            "pooled": {k: pooled(results, k) for k in ("default", "synthetic_calibrated")},
            "seconds": round(time.perf_counter() - started, 1)}
