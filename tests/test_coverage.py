@@ -124,3 +124,66 @@ def test_the_nightly_job_calibrates_the_store_and_reports_it(store_copy, embedde
     assert reported["questions"] >= 20 and reported["what"].startswith("held-out")
     assert reported["recall_on_them"] >= 0.85 or reported["bounded"]
     assert json.loads(FeedbackStore(home).runs()[-1]["metrics"])["coverage"]["threshold"] == reported["threshold"]
+
+
+# -- evaluation per collection ---------------------------------------------------------------------
+
+def _held_out_by_area(store, embedder):
+    """The small store's offline questions, held out, each in a collection by where its answer is:
+    the C API pages (c3ref/) and the rest. (Collections by page area: the judge reads only the labels.)"""
+    from shared.deep_memory.judge import HeldOut
+    from shared.questions import synthetic_questions
+
+    questions, _ = synthetic_questions(store, load_settings(), "offline", progress=False)
+    chunks = {c.id: c for c in store.iter_chunks()}
+    items = []
+    for q in questions:
+        places = [chunks[c] for c in q.positives if c in chunks]
+        if places:
+            area = "c-api" if "/c3ref/" in places[0].url else "sql"
+            items.append((q.text, frozenset(c.rowid for c in places), area))
+    rng = np.random.default_rng(0)
+    chosen = [items[i] for i in rng.permutation(len(items))]
+    chosen = [x for x in chosen if x[2] == "sql"][:40] + [x for x in chosen if x[2] == "c-api"][:12]
+    vectors = embedder.embed([t for t, _, _ in chosen])
+    nothing = [frozenset()] * len(chosen)
+    held = HeldOut("real", vectors, [[rowids] for _, rowids, _ in chosen], nothing, nothing,
+                   [frozenset([area]) for _, _, area in chosen])
+    return held, [area for _, _, area in chosen]
+
+
+def test_evaluation_is_reported_per_collection_and_a_clear_loss_on_one_refuses(store_copy, embedder):
+    from shared.deep_memory.judge import judge
+
+    index = MemoryIndex(store_copy)
+    held, areas = _held_out_by_area(store_copy, embedder)
+    api = np.array([a == "c-api" for a in areas])
+    answer = np.stack([index.matrix[index.column_of[min(t[0])]] for t in held.targets])  # a chunk that answers
+    away = -answer  # as far from the answer as a query can be
+
+    def better_on_sql_worse_on_api(vectors):  # a challenger: perfect on one collection, lost on the other
+        return np.where(api[:, None], away, answer)
+
+    verdict = judge(index, [held], better_on_sql_worse_on_api, None, None)
+    per = verdict.sets["real"]["by_collection"]
+    assert set(per) == {"sql", "c-api"} and per["sql"]["queries"] == 40 and per["c-api"]["queries"] == 12
+    assert per["sql"]["challenger"]["hit_rate@10"] == 1.0 and per["c-api"]["challenger"]["hit_rate@10"] == 0.0
+    assert per["c-api"]["plain"]["hit_rate@10"] > 0.5 and "mrr@10" in per["c-api"]["champion"]
+    assert verdict.sets["real"]["gain"] > 0  # better overall...
+    assert -per["c-api"]["gain"] > 2 * per["c-api"]["noise"]  # ...and clearly worse on one collection
+    assert not verdict.promote and "loses clearly on collection c-api" in verdict.reason
+
+    def better_on_sql_only(vectors):  # the other collection unchanged: promoted
+        return np.where(api[:, None], vectors, answer)
+
+    verdict = judge(index, [held], better_on_sql_only, None, None)
+    assert verdict.promote, verdict.reason
+    assert verdict.sets["real"]["by_collection"]["c-api"]["gain"] == 0.0
+    # too few questions on a collection to act on: reported, not a veto
+    few = [i for i, a in enumerate(areas) if a == "sql"] + [i for i, a in enumerate(areas) if a == "c-api"][:5]
+    from shared.deep_memory.judge import HeldOut
+    small = HeldOut("real", held.vectors[few], [held.targets[i] for i in few], [frozenset()] * len(few),
+                    [frozenset()] * len(few), [held.collections[i] for i in few])
+    api_few = api[few]
+    verdict = judge(index, [small], lambda v: np.where(api_few[:, None], away[few], answer[few]), None, None)
+    assert verdict.sets["real"]["by_collection"]["c-api"]["queries"] == 5 and verdict.promote, verdict.reason
