@@ -37,6 +37,7 @@ def serve(app: App, host: str | None, port: int | None) -> None:
         if runtime.chat:
             for url in urls:
                 click.echo(f"deepmem: local chat on {url}", err=True)
+                click.echo(f"deepmem: dashboard on {url}admin", err=True)
             if not is_loopback(settings.host):
                 how = " or ".join((["the shared token DEEPMEM_CHAT_TOKEN"] if settings.chat_token else []) +
                                    ([f"the user header {settings.chat_user_header} from "

@@ -4,12 +4,16 @@
   (DEEPMEM_CHAT_TOKEN or DEEPMEM_CHAT_USER_HEADER): without one, serve refuses to start. In Slack
   HTTP mode the server is meant to be reached from outside (by Slack, often through a proxy), so the
   chat is mounted there only with an access control;
+- the dashboard at /admin (``bot.admin``), wherever the chat is and behind the same access control;
 - with SLACK_BOT_TOKEN (and SLACK_SIGNING_SECRET for HTTP), Slack is served: over Socket Mode
   when SLACK_APP_TOKEN is set, else over HTTP at /slack/events (events, interactivity and slash
   commands all post there; a request whose timestamp is not a number is refused with 401);
 - shutdown waits (up to SHUTDOWN_WAIT seconds) for the Slack listeners in flight, then drains
   the spool one last time;
 - the feedback spool is drained every second;
+- which Slack deliveries were handled and which threads the bot answered live in the coordination
+  (``shared.coordination``): this process's memory, or with DEEPMEM_DATABASE_URL the database every
+  replica shares, so a retry reaching another replica is not answered twice;
 - services registered under the ``deepmem.services`` entry point (the nightly trainer) start
   in the same process; the bot knows them only by that interface;
 - with SLACK_BOT_TOKEN and DEEPMEM_HISTORY_CHANNELS, the channels' history is imported in the
@@ -32,6 +36,7 @@ from importlib.metadata import entry_points
 from aiohttp import web
 
 from shared.answer import Answerer
+from shared.coordination import Coordination, MemoryCoordination, open_coordination
 from shared.embedders import Embedder, make_embedder
 from shared.errors import ConfigError, EmptyStore
 from shared.feedback.store import FeedbackStore
@@ -43,6 +48,7 @@ from shared.settings import Settings, is_loopback
 from shared.store import Store
 from shared.vector_index import MemoryIndex
 
+from .admin import add_admin_routes
 from .inflight import InFlight
 from .web import add_chat_routes
 
@@ -67,6 +73,8 @@ class Runtime:
     feedback: FeedbackStore
     qa: QAService
     memory: MemoryLoader | None = None
+    # which Slack deliveries were handled and which threads were answered: shared by every replica in Postgres mode
+    coordination: Coordination = field(default_factory=MemoryCoordination)
     slack_app: object | None = None
     services: list = field(default_factory=list)
     in_flight: InFlight = field(default_factory=InFlight)
@@ -87,7 +95,7 @@ def build_runtime(settings: Settings) -> Runtime:
     qa = QAService(Answerer(searcher, settings), feedback)
     loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")
     return Runtime(settings=settings, home=home, store=store, embedder=embedder, index=index, feedback=feedback, qa=qa,
-                   memory=loader)
+                   memory=loader, coordination=open_coordination(settings))
 
 
 def chat_mounted(settings: Settings) -> bool:
@@ -138,6 +146,7 @@ def build_web_app(runtime: Runtime) -> web.Application:
     runtime.chat = chat_mounted(settings)
     if runtime.chat:
         add_chat_routes(app, runtime.qa, settings)
+        add_admin_routes(app, settings, runtime.feedback, runtime.embedder, runtime.store)  # the same access
     else:
         async def health(request: web.Request):
             return web.json_response({"ok": True})
@@ -146,7 +155,7 @@ def build_web_app(runtime: Runtime) -> web.Application:
     if settings.slack_bot_token is not None:
         from .slack_app import build_slack_app
 
-        runtime.slack_app = build_slack_app(settings, runtime.qa, runtime.in_flight)
+        runtime.slack_app = build_slack_app(settings, runtime.qa, runtime.in_flight, runtime.coordination)
         if settings.slack_app_token is None:
             from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 
@@ -282,4 +291,5 @@ async def serve(settings: Settings, *, on_ready=None) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        runtime.coordination.close()
         runtime.store.close()

@@ -10,7 +10,10 @@
   (``bot.resolved_threads``): its links become labels on the question, and in a public channel
   the answer becomes a citable document. Thanks that ask nothing is not answered.
 - Slack is acknowledged at once; retrieval and generation run afterwards, off the event loop.
-- A retried or duplicated delivery is answered once: events are remembered by their id.
+- A retried or duplicated delivery is answered once: events are claimed by their id in the
+  coordination (``shared.coordination``), which every replica shares in Postgres mode, so a retry
+  that reaches another replica is not answered again. The threads the bot answered are kept there
+  too: a follow-up is recognised by any replica.
 - The bot ignores itself (Bolt) and every other bot (a middleware here).
 - Requests are verified by signature (Bolt: HMAC-SHA256, constant-time compare, 5-minute
   window), always: the app is never built without verification. Over HTTP that needs
@@ -27,14 +30,12 @@ import asyncio
 import logging
 import re
 import secrets
-import threading
-import time
-from collections import OrderedDict
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from shared.coordination import Coordination, MemoryCoordination
 from shared.errors import ConfigError
 from shared.history import RESOLVED_REACTIONS, THANKS, is_question
 from shared.qa import QAService, reaction_value
@@ -45,35 +46,16 @@ from .blocks import answer_blocks, other_sources_blocks, parse_value
 from .inflight import InFlight
 from .resolved_threads import ResolvedThreads
 
-__all__ = ["build_slack_app", "SeenKeys", "signing_secret", "MAX_QUESTION"]
+__all__ = ["build_slack_app", "signing_secret", "MAX_QUESTION"]
 
 log = logging.getLogger("deepmem.bot")
-RECENT_ANSWERS = 10_000
+SIGNATURE_TTL = 10 * 60  # seconds a request's signature is remembered (Bolt refuses older timestamps anyway)
 MAX_QUESTION = 2000  # characters of a question that are answered (the local chat refuses longer ones)
 MAX_ID = 128  # a question id, chunk id or user id in a button's value
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: not text, cannot be stored
 for noisy in ("slack_sdk", "slack_bolt", "sentence_transformers"):  # DEBUG logs with request bodies, model chatter
     logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class SeenKeys:
-    """Keys seen within ``ttl`` seconds (delivery ids, signatures), thread-safe."""
-
-    def __init__(self, ttl: float = 3 * 3600, limit: int = 100_000):
-        self.ttl, self.limit = ttl, limit
-        self._keys: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first_time(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            while self._keys and (len(self._keys) > self.limit or next(iter(self._keys.values())) < now - self.ttl):
-                self._keys.popitem(last=False)
-            if key in self._keys:
-                return False
-            self._keys[key] = now
-            return True
 
 
 def _question_text(text: str) -> str:
@@ -101,24 +83,31 @@ def signing_secret(settings: Settings) -> str:
     raise ConfigError("Slack over HTTP needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)")
 
 
-def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | None = None) -> AsyncApp:
+def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | None = None,
+                    coordination: Coordination | None = None) -> AsyncApp:
     token = settings.slack_bot_token.get_secret_value()
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     app = AsyncApp(signing_secret=signing_secret(settings), client=client, request_verification_enabled=True,
                    logger=log)
     track = (in_flight if in_flight is not None else InFlight()).track
-    deliveries = SeenKeys()
-    signatures = SeenKeys(ttl=10 * 60)
-    messages: dict[str, str] = {}  # answer message ts -> question id (recent answers)
-    question_threads: dict[str, str] = {}  # question id -> thread ts (recent answers)
-    threads: dict[str, bool] = {}  # threads the bot answered in: follow-ups there are answered too
+    coordination = coordination if coordination is not None else MemoryCoordination()
     resolved = ResolvedThreads(qa, settings)
+
+    # -- deliveries and thread state, shared with the other replicas -----------------------
+    async def first_time(key: str, ttl: float | None = None) -> bool:
+        """Whether this is the first delivery of ``key`` to any replica (only the first is handled)."""
+        return await asyncio.to_thread(coordination.claim_event, key, ttl)
+
+    async def bot_thread(channel: str | None, thread_ts: str | None) -> bool:
+        """Whether the bot (this replica or another) answered in this thread."""
+        return bool(channel and thread_ts) and await asyncio.to_thread(coordination.is_bot_thread, channel,
+                                                                       thread_ts)
 
     # -- middleware ----------------------------------------------------------------------
     @app.middleware
     async def refuse_replays(req, resp, next):
         signature = req.headers.get("x-slack-signature", [None])[0]
-        if signature and not signatures.first_time(signature):
+        if signature and not await first_time(f"signature:{signature}", SIGNATURE_TTL):
             return BoltResponse(status=401, body="replayed request")
         return await next()
 
@@ -164,20 +153,17 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         response = await outgoing.post_message(client, channel=channel, thread_ts=thread_ts, text=asked.answer.text,
                                                blocks=answer_blocks(asked.question_id, asked.answer))
         ts = response.get("ts")
-        question_threads[asked.question_id] = thread_ts
-        threads[thread_ts] = True
         if ts:
-            messages[ts] = asked.question_id
             await asyncio.to_thread(qa.posted, asked.question_id, ts)
-        for recent in (messages, question_threads, threads):  # bounded to the most recent answers
-            while len(recent) > RECENT_ANSWERS:
-                recent.pop(next(iter(recent)))
+        # every replica now answers follow-ups in this thread and finds the question of this message
+        await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id,
+                                message_ts=ts if isinstance(ts, str) and ts else None)
 
     # -- listeners -----------------------------------------------------------------------
     @app.event("app_mention")
     @track
     async def on_mention(body, event, client, context):
-        if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
+        if not await first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
         thread_ts = event.get("thread_ts") or event["ts"]
         history = await history_of(client, event["channel"], thread_ts, event["ts"], context.bot_user_id) \
@@ -195,14 +181,14 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if context.bot_user_id and f"<@{context.bot_user_id}>" in text:
             return  # the app_mention listener answers it
         in_dm = event.get("channel_type") == "im"
-        follow_up = event.get("thread_ts") and event["thread_ts"] in threads
+        follow_up = await bot_thread(event.get("channel"), event.get("thread_ts"))
         # thanks in a thread: perhaps the asker saying a person's answer resolved it (any thread: the
         # bot may have answered it before a restart; ResolvedThreads looks that up)
         thanks = bool(event.get("thread_ts")) and bool(THANKS.search(text))
         asks = not thanks or is_question(_question_text(text))  # "thanks, that worked!" is not answered
         if not (thanks or ((in_dm or follow_up) and asks)):
             return
-        if not deliveries.first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
+        if not await first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
         if thanks:
             checking = resolved.on_thanks(client, event["channel"], event["user"], event["thread_ts"])
@@ -227,7 +213,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     @track
     async def run_ask(command, client, respond):
         text = _question_text(command.get("text") or "")
-        if not text or not deliveries.first_time(f"cmd:{command.get('trigger_id')}"):
+        if not text or not await first_time(f"cmd:{command.get('trigger_id')}"):
             return
         channel, user = command["channel_id"], command["user_id"]
         try:
@@ -246,10 +232,10 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     app.command("/ask")(ack=ack_ask, lazy=[run_ask])
 
     async def offer_other_sources(client, question: str, user: str, channel: str | None, thread_ts: str | None):
-        if not channel or not deliveries.first_time(f"offered:{question}:{user}"):
+        if not channel or not await first_time(f"offered:{question}:{user}"):
             return
         try:
-            thread_ts = thread_ts or question_threads.get(question)
+            thread_ts = thread_ts or await asyncio.to_thread(coordination.thread_of, question)
             if not thread_ts:  # an answer from before a restart: its thread is in the feedback store
                 rows = await asyncio.to_thread(qa.feedback.rows, "SELECT thread_ts FROM questions WHERE id = ?",
                                                [question])
@@ -270,7 +256,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         user = body["user"]["id"]
         question = _an_id(action.get("value"))
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
-        if question is None or not deliveries.first_time(key):
+        if question is None or not await first_time(key):
             return
         await asyncio.to_thread(qa.vote, question, user, value, via="button", event_id=key)
         if value < 0:
@@ -298,12 +284,13 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         data = parse_value(action.get("value"))
         question, chunk = _an_id(data.get("q")), _an_id(data.get("c"))
         key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
-        if question and chunk and deliveries.first_time(key):
+        if question and chunk and await first_time(key):
             await asyncio.to_thread(qa.source_click, question, user, chunk, _a_rank(data.get("r")), event_id=key)
 
     async def question_of(ts: str) -> str | None:
-        if ts in messages:
-            return messages[ts]
+        question = await asyncio.to_thread(coordination.question_of, ts)
+        if question:
+            return question
         rows = await asyncio.to_thread(qa.feedback.rows, "SELECT id FROM questions WHERE message_ts = ?", [ts])
         return rows[0]["id"] if rows else None
 
@@ -315,7 +302,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if item.get("type") != "message" or not (value or resolves):
             return
         key = body.get("event_id") or f"{event.get('event_ts')}:{event.get('user')}:{name}:{added}"
-        if not deliveries.first_time(key):
+        if not await first_time(key):
             return
         question = await question_of(item.get("ts"))
         if question and value:

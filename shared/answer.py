@@ -121,43 +121,50 @@ class Answerer:
         self._client = None
 
     # -- retrieval ------------------------------------------------------------------------
-    def retrieve(self, question: str, history: list[tuple[str, str]] = ()) -> tuple[list[Hit], list[Hit] | None, str | None, dict]:
-        hits, base, adapter, timings, _ = self._retrieve(_search_text(question, list(history)))
+    def retrieve(self, question: str, history: list[tuple[str, str]] = (), collections=None
+                 ) -> tuple[list[Hit], list[Hit] | None, str | None, dict]:
+        hits, base, adapter, timings, _ = self._retrieve(_search_text(question, list(history)), collections)
         return hits, base, adapter, timings
 
-    def _retrieve(self, text: str):
+    def _retrieve(self, text: str, collections=None):
         """(hits, base hits or None, adapter, timings, plain hits): plain = no adapter, no feedback memory."""
         t0 = time.perf_counter()
         vector = self.searcher.embedder.embed_query(text)
-        result = self.searcher.search(text, self.k + self.more, vector=vector)
+        result = self.searcher.search(text, self.k + self.more, vector=vector, collections=collections)
         base = None
         if result.adapter is not None:  # the same embedding, without the adapter: cheap
-            base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False).hits
+            base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False,
+                                        collections=collections).hits
         plain = base
         if plain is None:
             memory = self.searcher.memory
             plain = result.hits if memory is None or not len(memory) else \
-                self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False).hits
+                self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False,
+                                     collections=collections).hits
         hits = result.hits
         if len(hits) == self.k + self.more:  # a corpus this small shows everything anyway
             hits = hits + self.searcher.text_alternatives(text, result.vector, {h.chunk.rowid for h in hits},
-                                                          self.explore, first_rank=len(hits) + 1)
+                                                          self.explore, first_rank=len(hits) + 1,
+                                                          collections=collections)
         return hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}, plain
 
-    def coverage(self, text: str, plain: list[Hit]) -> tuple[bool, float, dict]:
-        """Do the docs cover ``text``? (decision, probability, signals), with the store's calibration."""
+    def coverage(self, text: str, plain: list[Hit], collections=None) -> tuple[bool, float, dict]:
+        """Do the docs (of ``collections``: None, all) cover ``text``? (decision, probability, signals),
+        with the store's calibration."""
         model = CoverageModel.load(self.searcher.store)
-        measured = signals(self.searcher.store, text, [h.score for h in plain], [h.chunk.url for h in plain])
+        measured = signals(self.searcher.store, text, [h.score for h in plain], [h.chunk.url for h in plain],
+                           collections=self.searcher.collections(collections))
         covered, p = model.decide(measured)
         return covered, p, measured.to_dict()
 
     # -- answering ------------------------------------------------------------------------
-    def answer(self, question: str, history: list[tuple[str, str]] = ()) -> Answer:
+    def answer(self, question: str, history: list[tuple[str, str]] = (), collections=None) -> Answer:
+        """``collections``: answer from these collections only (None: every one)."""
         started = time.perf_counter()
         searched = _search_text(question, list(history))
-        retrieved, base, adapter, timings, plain = self._retrieve(searched)
+        retrieved, base, adapter, timings, plain = self._retrieve(searched, collections)
         t = time.perf_counter()
-        covered, coverage, measured = self.coverage(searched, plain) if plain else (False, 0.0, None)
+        covered, coverage, measured = self.coverage(searched, plain, collections) if plain else (False, 0.0, None)
         timings["coverage_ms"] = (time.perf_counter() - t) * 1e3
         hits = retrieved[:self.k]
         citations = [Citation.from_chunk(i + 1, h.chunk, h.rank, h.score) for i, h in enumerate(retrieved)]

@@ -70,15 +70,17 @@ def _sections(store, rowids: list[int]) -> list[str]:
     return out
 
 
-def signals(store, question: str, scores: list[float], urls: list[str]) -> Signals:
+def signals(store, question: str, scores: list[float], urls: list[str], collections=None) -> Signals:
     """The signals of one question from its plain vector search (``scores`` and section ``urls`` of
-    the nearest sections, best first, one per section) and a full-text search of the store."""
+    the nearest sections, best first, one per section) and a full-text search of the store (of
+    ``collections`` only, when given: the ones the vector search was limited to)."""
     if not scores:
         return Signals(0.0, 0.0, 0.0, 0.0)
     scores = [float(s) for s in scores[:DEPTH]]
     top = scores[0]
     margin = top - scores[-1] if len(scores) == DEPTH else top  # fewer sections than that: a tiny store
-    text_hits = [r for r, _ in store.text_search(question, TEXT_DEPTH)]
+    text_hits = [r for r, _ in (store.text_search(question, TEXT_DEPTH) if collections is None else
+                                store.text_search(question, TEXT_DEPTH, collections=collections))]
     chunks = store.chunks_by_rowid(text_hits)
     text_sections: list[str] = []
     words: set[str] = set()

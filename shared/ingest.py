@@ -25,6 +25,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from tqdm import tqdm
 
 from .chunking import Chunk, chunk_page
+from .collections import check_name
 from .embedders import Embedder
 from .errors import SourceError
 from .parsers import ParseError
@@ -176,15 +177,21 @@ class _Writer:
 
 
 def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *, base_url: str | None = None,
-           progress: bool = True, parse_seconds: float = PARSE_SECONDS) -> IngestReport:
+           progress: bool = True, parse_seconds: float = PARSE_SECONDS, collection: str | None = None) -> IngestReport:
     """Ingest one source (a URL to crawl, or a folder / archive) into the store. Raises
-    SourceError, and changes nothing, when the source cannot be read at all."""
+    SourceError, and changes nothing, when the source cannot be read at all.
+
+    ``collection``: the collection the source belongs to; None keeps a known source's collection
+    and puts a new one in ``default``."""
+    if collection is not None:
+        check_name(collection)
     uri, kind = source_uri(target)
     if kind == "site" and base_url:
         raise SourceError("--base-url applies to folders and archives; a crawled site links to its own URLs")
     source_impl = open_source(uri, kind, settings, base_url)
     try:
-        return _ingest(store, embedder, settings, source_impl, uri, kind, base_url, progress, parse_seconds)
+        return _ingest(store, embedder, settings, source_impl, uri, kind, base_url, progress, parse_seconds,
+                       collection)
     finally:
         close = getattr(source_impl, "close", None)
         if close is not None:
@@ -192,11 +199,11 @@ def ingest(store: Store, embedder: Embedder, settings: Settings, target: str, *,
 
 
 def _ingest(store: Store, embedder: Embedder, settings: Settings, source_impl, uri: str, kind: str,
-            base_url: str | None, progress: bool, parse_seconds: float) -> IngestReport:
+            base_url: str | None, progress: bool, parse_seconds: float, collection: str | None) -> IngestReport:
     store.bind_embedder(embedder.name, embedder.dim or _probe_dim(embedder))
     source = store.source(uri)
     if source is not None:
-        source = store.upsert_source(uri, kind, base_url)
+        source = store.upsert_source(uri, kind, base_url, collection=collection)
     report = IngestReport(source=uri, kind=kind)
     started = time.perf_counter()
     states = store.page_states(source.id) if source is not None else {}
@@ -206,7 +213,7 @@ def _ingest(store: Store, embedder: Embedder, settings: Settings, source_impl, u
     pages_bar = tqdm(desc="pages", unit="page", disable=not progress, leave=False)
     chunks_bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
     writer = _Writer(store, embedder, source.id if source is not None else None,
-                     lambda: store.add_source(uri, kind, base_url), report, chunks_bar)
+                     lambda: store.add_source(uri, kind, base_url, collection=collection), report, chunks_bar)
     parser = ParserProcess(time_limit=parse_seconds)
     try:
         for item in source_impl:

@@ -73,11 +73,13 @@ class QAService:
 
     def ask(self, text: str, *, source: str, user_id: str | None, history: list[tuple[str, str]] = (),
             team_id: str | None = None, channel_id: str | None = None, thread_ts: str | None = None,
-            dedupe_key: str | None = None, question_id: str | None = None) -> Asked:
+            dedupe_key: str | None = None, question_id: str | None = None, collections=None) -> Asked:
+        """Answer ``text`` from ``collections`` (None: every collection; an unknown name is an
+        UnknownCollection error naming it, raised before anything is recorded) and record it."""
         question_id = question_id or uuid.uuid4().hex
         asked_at = now()
         started = time.perf_counter()
-        answer = self.answerer.answer(text, list(history))
+        answer = self.answerer.answer(text, list(history), collections=collections)
         ops = [
             FeedbackStore.question_op(id=question_id, asked_at=asked_at, source=source, user_id=user_id,
                                       team_id=team_id, channel_id=channel_id, thread_ts=thread_ts,

@@ -14,11 +14,10 @@ __all__ = ["collect_status"]
 
 
 def collect_status(home: Home, store: Store) -> dict:
-    info = {"home": str(home.root), **store.stats(), "sources": []}
-    for source in store.sources():
-        pages = store.conn.execute("SELECT count(*) FROM pages WHERE source_id=?", (source.id,)).fetchone()[0]
-        info["sources"].append({"uri": source.uri, "kind": source.kind, "base_url": source.base_url,
-                                "pages": pages, "last_ingest_at": source.last_ingest_at})
+    info = {"home": str(home.root), **store.stats(), "collections": store.collections(), "sources": []}
+    for source in store.source_summaries():
+        info["sources"].append({k: source[k] for k in ("uri", "kind", "base_url", "collection", "pages",
+                                                       "last_ingest_at")})
     registry = AdapterRegistry(home.adapters_dir)
     active = registry.active_status()
     info["adapter"] = active.name

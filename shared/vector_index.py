@@ -8,11 +8,18 @@ matrix-vector product, which runs at memory bandwidth. The copy reloads when the
 Results are collapsed to one chunk per section (``collapse``, the default): a section chunked
 in three shows once, at its best chunk, and the other places go to other sections. That is
 what a reader wants from a result list, and what is scored.
+
+A search can be limited to some collections: the snapshot holds each column's collection
+number, and a filtered search masks the other columns' scores out of the same product
+(one comparison per column, cached per set of collections), so it costs about what an
+unfiltered one does.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -52,32 +59,67 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    rowids: np.ndarray  # (n,) column -> chunk rowid
+    matrix: np.ndarray  # (n, d) unit vectors
+    column_of: dict[int, int]  # rowid -> column
+    sections: np.ndarray  # (n,) column -> section number
+    collection_ids: np.ndarray  # (n,) column -> collection number (-1: chunk not found)
+    collection_names: dict[str, int]  # collection -> number
+    masks: dict = field(default_factory=dict)  # frozenset of collections -> (n,) float32, built on first use
+
+    def mask(self, collections: frozenset[str]) -> np.ndarray:
+        """(n,) 0.0 for the columns of ``collections``, -inf for the others: added to the scores."""
+        found = self.masks.get(collections)
+        if found is None:
+            numbers = [self.collection_names[c] for c in collections if c in self.collection_names]
+            inside = np.isin(self.collection_ids, np.asarray(numbers, dtype=np.int32))
+            found = np.where(inside, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
+            if len(self.masks) < 64:  # a few channel configurations, not every combination ever asked
+                self.masks[collections] = found
+        return found
+
+
+def _empty() -> _Snapshot:
+    return _Snapshot(np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), {}, np.zeros(0, dtype=np.int64),
+                     np.zeros(0, dtype=np.int32), {})
+
+
 class MemoryIndex:
     def __init__(self, store: Store):
         self.store = store
         self._lock = threading.Lock()
         self.version = -1
         # one snapshot, replaced whole: a search never mixes an old matrix with new row ids
-        self._snap: tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray] = (
-            np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), {}, np.zeros(0, dtype=np.int64))
+        self._snap = _empty()
         self.refresh()
 
     @property
     def rowids(self) -> np.ndarray:
-        return self._snap[0]
+        return self._snap.rowids
 
     @property
     def matrix(self) -> np.ndarray:
-        return self._snap[1]
+        return self._snap.matrix
 
     @property
     def column_of(self) -> dict[int, int]:
-        return self._snap[2]
+        return self._snap.column_of
 
     @property
     def sections(self) -> np.ndarray:
         """Column -> section number: chunks with the same URL (page#anchor) share one."""
-        return self._snap[3]
+        return self._snap.sections
+
+    def collection_of(self, rowid: int) -> str | None:
+        """The collection of a chunk in the snapshot (None when it is not there)."""
+        snap = self._snap
+        column = snap.column_of.get(int(rowid))
+        if column is None or snap.collection_ids[column] < 0:
+            return None
+        number = int(snap.collection_ids[column])
+        return next(name for name, n in snap.collection_names.items() if n == number)
 
     def refresh(self) -> bool:
         """Reload when the store changed; True if it did."""
@@ -90,24 +132,31 @@ class MemoryIndex:
             rowids, matrix = self.store.all_vectors()
             column_of = {int(r): i for i, r in enumerate(rowids)}
             numbers: dict[str, int] = {}
+            names: dict[str, int] = {}
             sections = np.zeros(len(rowids), dtype=np.int64)
-            for rowid, url in self.store.conn.execute("SELECT rowid, url FROM chunks"):
-                if rowid in column_of:
-                    sections[column_of[rowid]] = numbers.setdefault(url, len(numbers))
-            self._snap = (rowids, np.ascontiguousarray(matrix), column_of, sections)
+            collection_ids = np.full(len(rowids), -1, dtype=np.int32)
+            for rowid, url, collection in self.store.chunk_places():
+                column = column_of.get(rowid)
+                if column is not None:
+                    sections[column] = numbers.setdefault(url, len(numbers))
+                    collection_ids[column] = names.setdefault(collection, len(names))
+            self._snap = _Snapshot(rowids, np.ascontiguousarray(matrix), column_of, sections, collection_ids, names)
             self.version = version
         return True
 
     def __len__(self) -> int:
-        return len(self._snap[0])
+        return len(self._snap.rowids)
 
-    def search(self, query: np.ndarray, k: int, collapse: bool = True) -> list[tuple[int, float]]:
-        ids, values = self.search_many(np.asarray(query, dtype=np.float32)[None, :], k, collapse=collapse)
+    def search(self, query: np.ndarray, k: int, collapse: bool = True, collections: Iterable[str] | None = None
+               ) -> list[tuple[int, float]]:
+        """[(rowid, similarity)], best first; ``collections``: only chunks of these (None: all)."""
+        ids, values = self.search_many(np.asarray(query, dtype=np.float32)[None, :], k, collapse=collapse,
+                                       collections=collections)
         return [(int(i), float(v)) for i, v in zip(ids[0], values[0]) if i >= 0]
 
     def collapse(self, ranked: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
         """A ranking of (rowid, score) kept to the first chunk of each section, up to ``k``."""
-        _, _, column_of, sections = self._snap
+        column_of, sections = self._snap.column_of, self._snap.sections
         seen, out = set(), []
         for rowid, score in ranked:
             key = int(sections[column_of[rowid]]) if rowid in column_of else ("rowid", rowid)
@@ -120,22 +169,29 @@ class MemoryIndex:
 
     def scores(self, query: np.ndarray, rowids: list[int]) -> list[float]:
         """Similarity of ``query`` to given chunks (-1.0 for chunks no longer stored)."""
-        _, matrix, column_of, _ = self._snap
+        matrix, column_of = self._snap.matrix, self._snap.column_of
         q = np.asarray(query, dtype=np.float32)
         return [float(matrix[column_of[r]] @ q) if r in column_of else -1.0 for r in rowids]
 
-    def search_many(self, queries: np.ndarray, k: int, batch: int = 1024, collapse: bool = True
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def search_many(self, queries: np.ndarray, k: int, batch: int = 1024, collapse: bool = True,
+                    collections: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, scores), each (len(queries), k): many queries in blocks, for evaluation and mining.
-        With ``collapse``, one chunk per section; rows with fewer sections end in rowid -1."""
+        With ``collapse``, one chunk per section; rows with fewer sections end in rowid -1.
+        ``collections``: only chunks of these collections (None: every one)."""
         self.refresh()
-        rowids, matrix, _, sections = self._snap
+        snap = self._snap
+        rowids, matrix, sections = snap.rowids, snap.matrix, snap.sections
+        mask = None if collections is None else snap.mask(frozenset(collections))
         out_ids, out_scores = [], []
         for i in range(0, len(queries), batch):
             scores = np.asarray(queries[i:i + batch], dtype=np.float32) @ matrix.T
+            if mask is not None:
+                scores += mask
             idx, values = top_k(scores, k * OVERFETCH if collapse else k)
             if collapse:
                 idx, values = first_per_section(idx, values, sections, k)
+            if mask is not None:  # fewer chunks in the collections than asked for: the rest are not results
+                idx = np.where(np.isfinite(values), idx, -1)
             ids = np.where(idx >= 0, rowids[np.maximum(idx, 0)], -1) if len(rowids) else idx
             out_ids.append(ids)
             out_scores.append(values)

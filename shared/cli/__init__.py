@@ -129,10 +129,13 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.argument("target", required=False)
 @click.option("--base-url", help="URL the folder is published at; chunks link to BASE_URL/path#anchor.")
 @click.option("--demo", is_flag=True, help="Ingest the bundled SQLite documentation (offline).")
+@click.option("--collection", metavar="NAME",
+              help="The collection the source belongs to [default: default; a known source keeps its own].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
 @pass_app
-def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet: bool, as_json: bool) -> None:
+def ingest(app: App, target: str | None, base_url: str | None, demo: bool, collection: str | None, quiet: bool,
+           as_json: bool) -> None:
     """Ingest a docs site (crawl), a folder or an archive; with no TARGET, re-ingest every known source.
 
     Re-ingesting is incremental: unchanged pages are skipped, changed pages replaced, and
@@ -141,8 +144,9 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
 
     Example:
 
-        deepmem ingest ./docs --base-url https://docs.example.com/
+        deepmem ingest ./runbooks --collection runbooks --base-url https://wiki.example.com/runbooks/
     """
+    from ..collections import check_name
     from ..ingest import ingest as run_ingest
     from ..ingest import reingestable_sources
     from ..sources import DEMO_BASE_URL, demo_archive
@@ -156,6 +160,11 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
     if target is not None and getattr(store.source(target), "kind", None) == THREAD_KIND:
         raise click.UsageError(f"{target} holds the resolved threads the bot adds one at a time: there is nothing to "
                                f"ingest (`deepmem feedback forget USER` removes a person's threads)")
+    if collection is not None:
+        if not target:
+            raise click.UsageError("--collection applies to one TARGET; a re-ingest of every source keeps their "
+                                   "collections")
+        check_name(collection)
     targets = [(target, base_url)] if target else [(s.uri, s.base_url) for s in reingestable_sources(store)]
     if not targets:
         raise click.UsageError("nothing to ingest: give a URL, a folder or an archive (or --demo)")
@@ -163,7 +172,7 @@ def ingest(app: App, target: str | None, base_url: str | None, demo: bool, quiet
     for uri, base in targets:
         try:
             report = run_ingest(store, app.embedder, app.settings, uri, base_url=base,
-                                progress=not quiet and not as_json)
+                                progress=not quiet and not as_json, collection=collection)
         except StoreError:
             raise
         except DeepmemError as exc:
@@ -203,9 +212,12 @@ def _print_report(r) -> None:
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many results.")
 @click.option("--hybrid", is_flag=True, help="Fuse vector and full-text (BM25) ranks.")
 @click.option("--no-deep-memory", is_flag=True, help="Search without the active deep-memory adapter.")
+@click.option("--collection", "collections", metavar="NAME", multiple=True,
+              help="Search only this collection (repeatable) [default: every collection].")
 @json_option
 @pass_app
-def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, as_json: bool) -> None:
+def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, collections: tuple[str, ...],
+           as_json: bool) -> None:
     """Find the chunks that answer QUESTION, with links to their exact section.
 
     Example:
@@ -217,7 +229,8 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
     question = _checked_question(question)
     app.read_only = True
     searcher = open_searcher(app.store(create=False), app.embedder, app.home)
-    result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory)
+    result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory,
+                             collections=collections or None)
     hits = result.hits
     problem = searcher.adapters.error if not no_deep_memory else None
     if as_json:
@@ -278,8 +291,8 @@ def status(app: App, as_json: bool) -> None:
     for s in info["sources"]:
         last = "resolved Slack threads, added by the bot" if s["kind"] == THREAD_KIND else \
             f"last ingest {s['last_ingest_at'] or 'never'}"
-        click.echo(f"source:    {s['uri']} ({s['kind']}{', ' + s['base_url'] if s['base_url'] else ''}): "
-                   f"{s['pages']} pages, {last}")
+        click.echo(f"source:    {s['uri']} ({s['kind']}{', ' + s['base_url'] if s['base_url'] else ''}) "
+                   f"in {s['collection']}: {s['pages']} pages, {last}")
     adapter = info["adapter"] or "none (plain search)"
     click.echo(f"adapter:   {adapter}" + (f": {info['adapter_problem']}" if info["adapter_problem"] else ""))
     if info["memory_problem"]:
@@ -312,4 +325,5 @@ def main() -> None:
 
 from . import deep_memory as _deep_memory  # noqa: E402,F401  (registers train, evaluate, adapters)
 from . import feedback as _feedback  # noqa: E402,F401  (registers feedback export, import, forget)
+from . import report as _report  # noqa: E402,F401  (registers report)
 from . import sources as _sources  # noqa: E402,F401  (registers sources list, remove)

@@ -42,8 +42,8 @@ def list_(app: App, as_json: bool) -> None:
         last = r["last_ingest_at"] or "never"
         notes = (f", {r['last_failures']} pages failed" if r["last_failures"] else "") + \
             ("" if r["last_complete"] else ", read incompletely")
-        click.echo(f"{r['uri']} ({r['kind']}{', ' + r['base_url'] if r['base_url'] else ''}): {r['pages']} pages, "
-                   f"{r['chunks']} chunks; last ingest {last}{notes}")
+        click.echo(f"{r['uri']} ({r['kind']}{', ' + r['base_url'] if r['base_url'] else ''}) in {r['collection']}: "
+                   f"{r['pages']} pages, {r['chunks']} chunks; last ingest {last}{notes}")
 
 
 @sources.command()

@@ -108,6 +108,15 @@ def m003_question_vectors(conn) -> None:
     """)
 
 
+@migration
+def m004_collections(conn) -> None:
+    conn.executescript("""
+        -- every source belongs to one collection; sources from before collections go to 'default'
+        ALTER TABLE sources ADD COLUMN collection TEXT NOT NULL DEFAULT 'default';
+        CREATE INDEX sources_collection ON sources(collection);
+    """)
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

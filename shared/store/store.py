@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..chunking import Chunk
+from ..collections import DEFAULT, check_name
 from ..errors import EmbedderMismatch, StoreError
 from .connection import connect, sqlite3, transaction
 from .migrations import SCHEMA_VERSION, migrate
@@ -34,6 +35,7 @@ class StoredChunk:
     headings: tuple[str, ...]
     anchors: tuple[str, ...]
     text: str
+    collection: str = DEFAULT
 
     @property
     def heading_path(self) -> str:
@@ -54,6 +56,7 @@ class Source:
     base_url: str | None
     options: dict
     last_ingest_at: str | None
+    collection: str = DEFAULT
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,26 @@ def _locked(method):
     return wrapper
 
 
-CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text"
+CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection"
+CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
+SOURCE_COLUMNS = "id, uri, kind, base_url, options, last_ingest_at, collection"
 
 
 def _chunk(row) -> StoredChunk:
     return StoredChunk(rowid=row[0], id=row[1], url=row[2], page_url=row[3], title=row[4],
-                       headings=tuple(json.loads(row[5])), anchors=tuple(json.loads(row[6])), text=row[7])
+                       headings=tuple(json.loads(row[5])), anchors=tuple(json.loads(row[6])), text=row[7],
+                       collection=row[8])
+
+
+def _source(row) -> Source:
+    return Source(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
+
+
+def _in_collections(collections: Iterable[str]) -> tuple[str, list[str]]:
+    """``rowid IN (chunks of these collections)``, with its parameters."""
+    names = sorted(set(collections))
+    return (f"rowid IN (SELECT c.rowid FROM {CHUNK_FROM} WHERE s.collection IN ({','.join('?' * len(names))}))",
+            names)
 
 
 class Store:
@@ -165,27 +182,37 @@ class Store:
                               "DELETE FROM chunk_vectors WHERE rowid = old.rowid; END")
 
     # -- sources and pages --------------------------------------------------------------
-    def upsert_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None) -> Source:
+    def upsert_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None,
+                      collection: str | None = None) -> Source:
         with self.transaction():
-            self.add_source(uri, kind, base_url, options)
+            self.add_source(uri, kind, base_url, options, collection=collection)
         return self.source(uri)
 
-    def add_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None) -> int:
-        """Register (or update) a source and return its id. Call inside ``transaction()``."""
+    def add_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None,
+                   collection: str | None = None) -> int:
+        """Register (or update) a source and return its id. Call inside ``transaction()``.
+
+        A new source goes to ``collection`` (``default`` when None); a known one keeps its
+        collection unless one is given."""
+        name = check_name(collection) if collection is not None else None
         self.conn.execute(
-            "INSERT INTO sources(uri, kind, base_url, options) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(uri) DO UPDATE SET kind=excluded.kind, base_url=excluded.base_url, options=excluded.options",
-            (uri, kind, base_url, json.dumps(options or {}, sort_keys=True)))
+            "INSERT INTO sources(uri, kind, base_url, options, collection) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(uri) DO UPDATE SET kind=excluded.kind, base_url=excluded.base_url, options=excluded.options, "
+            "collection=coalesce(?, sources.collection)",
+            (uri, kind, base_url, json.dumps(options or {}, sort_keys=True), name or DEFAULT, name))
         return self.conn.execute("SELECT id FROM sources WHERE uri=?", (uri,)).fetchone()[0]
 
     def source(self, uri: str) -> Source | None:
-        row = self.conn.execute("SELECT id, uri, kind, base_url, options, last_ingest_at FROM sources WHERE uri=?",
-                                (uri,)).fetchone()
-        return Source(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5]) if row else None
+        row = self.conn.execute(f"SELECT {SOURCE_COLUMNS} FROM sources WHERE uri=?", (uri,)).fetchone()
+        return _source(row) if row else None
 
     def sources(self) -> list[Source]:
-        rows = self.conn.execute("SELECT id, uri, kind, base_url, options, last_ingest_at FROM sources ORDER BY id")
-        return [Source(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+        return [_source(r) for r in self.conn.execute(f"SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id")]
+
+    @_locked
+    def collections(self) -> list[str]:
+        """The collections that hold at least one source, sorted."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT collection FROM sources ORDER BY collection")]
 
     def finish_source(self, source_id: int, report: dict) -> None:
         with self.transaction():
@@ -195,14 +222,15 @@ class Store:
     def source_summaries(self) -> list[dict]:
         """Every source with its page and chunk counts and the outcome of its last ingest."""
         rows = self.conn.execute(
-            "SELECT s.id, s.uri, s.kind, s.base_url, s.created_at, s.last_ingest_at, s.last_report, "
+            "SELECT s.id, s.uri, s.kind, s.base_url, s.collection, s.created_at, s.last_ingest_at, s.last_report, "
             "(SELECT count(*) FROM pages p WHERE p.source_id = s.id), "
             "(SELECT count(*) FROM chunks c JOIN pages p ON p.id = c.page_id WHERE p.source_id = s.id) "
             "FROM sources s ORDER BY s.id").fetchall()
         out = []
-        for sid, uri, kind, base_url, created, last, report, pages, chunks in rows:
+        for sid, uri, kind, base_url, collection, created, last, report, pages, chunks in rows:
             last_report = json.loads(report) if report else {}
-            out.append({"id": sid, "uri": uri, "kind": kind, "base_url": base_url, "pages": pages, "chunks": chunks,
+            out.append({"id": sid, "uri": uri, "kind": kind, "base_url": base_url, "collection": collection,
+                        "pages": pages, "chunks": chunks,
                         "created_at": created, "last_ingest_at": last,
                         "last_failures": last_report.get("pages_failed", 0),
                         "last_complete": last_report.get("complete", True)})
@@ -316,7 +344,7 @@ class Store:
         rowids = list(rowids)
         for i in range(0, len(rowids), 500):
             part = rowids[i:i + 500]
-            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN pages p ON p.id = c.page_id "
+            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} "
                                      f"WHERE c.rowid IN ({','.join('?' * len(part))})", part)
             for row in rows:
                 out[row[0]] = _chunk(row)
@@ -327,39 +355,55 @@ class Store:
         ids = list(ids)
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN pages p ON p.id = c.page_id "
+            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} "
                                      f"WHERE c.id IN ({','.join('?' * len(part))})", part)
             for row in rows:
                 out[row[1]] = _chunk(row)
         return out
 
     def iter_chunks(self) -> Iterable[StoredChunk]:
-        rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN pages p ON p.id = c.page_id "
+        rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} "
                                  f"ORDER BY p.url, c.ord")
         for row in rows:
             yield _chunk(row)
 
     @_locked
-    def vector_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Exact k nearest chunks by cosine similarity: [(rowid, similarity)], best first."""
+    def vector_search(self, query: np.ndarray, k: int, collections: Iterable[str] | None = None
+                      ) -> list[tuple[int, float]]:
+        """Exact k nearest chunks by cosine similarity: [(rowid, similarity)], best first.
+        ``collections``: only chunks of these (None: every collection; names are not checked here)."""
         if self.embedder_name is None:
             return []
         k = max(1, min(int(k), 4096))  # vec0's limit on k
+        where, params = ("", []) if collections is None else _in_collections(collections)
+        if collections is not None and not params:
+            return []
         rows = self.conn.execute("SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? AND k = ? "
-                                 "ORDER BY distance", (np.asarray(query, dtype=np.float32).tobytes(), k))
+                                 + (f"AND {where} " if where else "") + "ORDER BY distance",
+                                 (np.asarray(query, dtype=np.float32).tobytes(), k, *params))
         return [(rowid, 1.0 - distance) for rowid, distance in rows]
 
     @_locked
-    def text_search(self, query: str, k: int) -> list[tuple[int, float]]:
-        """BM25 over title, headings and text: [(rowid, score)], best first (higher is better)."""
+    def text_search(self, query: str, k: int, collections: Iterable[str] | None = None) -> list[tuple[int, float]]:
+        """BM25 over title, headings and text: [(rowid, score)], best first (higher is better).
+        Any text is safe: it is turned into quoted terms, never read as FTS syntax."""
         from ..search_text import fts_query
 
         match = fts_query(query)
         if not match:
             return []
+        where, params = ("", []) if collections is None else _in_collections(collections)
+        if collections is not None and not params:
+            return []
         rows = self.conn.execute("SELECT rowid, bm25(chunk_fts, 2.0, 2.0, 1.0) FROM chunk_fts WHERE chunk_fts MATCH ? "
-                                 "ORDER BY bm25(chunk_fts, 2.0, 2.0, 1.0) LIMIT ?", (match, int(k)))
+                                 + (f"AND {where} " if where else "")
+                                 + "ORDER BY bm25(chunk_fts, 2.0, 2.0, 1.0) LIMIT ?", (match, *params, int(k)))
         return [(rowid, -score) for rowid, score in rows]
+
+    @_locked
+    def chunk_places(self) -> list[tuple[int, str, str]]:
+        """(rowid, section URL, collection) of every chunk: what the in-memory index groups and filters by."""
+        return self.conn.execute(f"SELECT c.rowid, c.url, s.collection FROM {CHUNK_FROM}").fetchall()
 
     @_locked
     def similarities(self, query: np.ndarray, rowids: Sequence[int]) -> list[float]:

@@ -242,6 +242,7 @@ async def serving(settings, secret: str, api: SlackAPI | None = None):
             yield Harness(runtime, api, f"http://127.0.0.1:{port}", session, secret)
     finally:
         await runner.cleanup()
+        runtime.coordination.close()
         if own_api:
             await api.stop()
 

@@ -1,0 +1,41 @@
+"""`deepmem report`: the dashboard (what `deepmem serve` shows at /admin) as a static HTML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from . import App, cli, pass_app
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True, help="Where to write the page.")
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True,
+              help="The window: the last DAYS days (UTC).")
+@pass_app
+def report(app: App, out: Path, days: int) -> None:
+    """Write the dashboard as one self-contained HTML file: questions per day and channel, answered and
+    voted shares, documentation gaps by topic, most and least cited pages, retraining runs.
+
+    Example:
+
+        deepmem report --out report.html --days 30
+    """
+    from ..dashboard import dashboard_page
+    from ..feedback.store import FeedbackStore, has_feedback
+
+    app.read_only = True
+    feedback = FeedbackStore(app.home) if has_feedback(app.home) else None
+    store = app.store(create=False) if app.home.store_path.exists() else None
+    page = dashboard_page(feedback, embed=lambda texts: app.embedder.embed(texts), store=store, days=days)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out} ({len(page.encode()) / 1e3:.0f} kB; the last {days} days)")
