@@ -187,3 +187,24 @@ def test_evaluation_is_reported_per_collection_and_a_clear_loss_on_one_refuses(s
     api_few = api[few]
     verdict = judge(index, [small], lambda v: np.where(api_few[:, None], away[few], answer[few]), None, None)
     assert verdict.sets["real"]["by_collection"]["c-api"]["queries"] == 5 and verdict.promote, verdict.reason
+
+
+def test_the_nightly_run_records_its_evaluation_per_collection(store_copy, embedder, tmp_path):
+    from shared.ingest import ingest
+
+    extra = corpus.extract(tmp_path / "extra", ["lang_update.html", "lang_select.html", "lang_with.html"])
+    ingest(store_copy, embedder, load_settings(), str(extra), base_url="https://sqlite.org/", progress=False,
+           collection="queries")
+    assert store_copy.collections() == ["default", "queries"]
+    home = Home.open(store_copy.path.parent)
+    record = run_nightly(home, load_settings(), NightlyConfig(train=TrainConfig(max_epochs=2, patience=1)),
+                         embedder=embedder, log=lambda *a: None)
+    assert record["status"] in ("promoted", "kept"), record
+    per = record["metrics"]["synthetic"]["by_collection"]
+    assert set(per) == {"default", "queries"}
+    assert sum(p["queries"] for p in per.values()) >= record["metrics"]["synthetic"]["queries"]
+    for name, p in per.items():
+        assert p["queries"] > 0 and 0.0 <= p["challenger"]["hit_rate@10"] <= 1.0 and "mrr@10" in p["plain"], name
+        assert p["noise"] >= 0.0
+    stored = json.loads(FeedbackStore(home).runs()[-1]["metrics"])  # in the run record: the dashboard reads it
+    assert stored["synthetic"]["by_collection"]["queries"]["queries"] == per["queries"]["queries"]
