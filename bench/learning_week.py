@@ -210,14 +210,16 @@ def compare_prompts(args) -> None:
             searcher = open_searcher(store, w.embedder, home, index=MemoryIndex(store), memory=memory)
             qa = QAService(Answerer(searcher, w.settings, k=5), feedback)
             stats = defaultdict(int)
-            for i, (text, target) in enumerate(w.week):
+            for i in range(args.days * args.per_day):  # the week's questions, in order, as the week mode asks them
+                text, target = w.week[i % len(w.week)]
                 ask_rng = random.Random(f"{args.seed}:{i}")  # the same asker and draws in every condition
                 user = ask_rng.choice(users)
                 responds = ask_rng.random() < response
                 respond(qa, text, target, user, ask_rng, w.row_of, stats, responds=responds, via=PROMPTS[prompt])
             feedback.drain()
             row = {"prompt": prompt, "thumbs_rate": rate, "response_rate": round(response, 4),
-                   "questions": len(w.week), "askers": dict(stats), "labels": label_counts(feedback, store)}
+                   "questions": args.days * args.per_day, "askers": dict(stats),
+                   "labels": label_counts(feedback, store)}
             if not args.no_nightly:
                 record = run_nightly(home, w.settings, NightlyConfig(trigger=f"week-{prompt}-{rate}"),
                                      embedder=w.embedder, log=w.log)
