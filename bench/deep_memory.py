@@ -36,7 +36,7 @@ from shared.home import Home  # noqa: E402
 from shared.ingest import ingest  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 from shared.sources import DEMO_BASE_URL, demo_archive  # noqa: E402
-from shared.store import Store  # noqa: E402
+from shared.store import open_store  # noqa: E402
 
 FAQ = demo_archive().parent / "sqlite-faq.jsonl"
 
@@ -50,7 +50,7 @@ def main() -> None:
     home = Home.open(args.home or tempfile.mkdtemp(prefix="deepmem-dm-"))
     settings = load_settings(home=str(home.root))
     embedder = make_embedder(settings)
-    store = Store.open(home.store_path)
+    store = open_store(home, settings)
     if not store.stats()["chunks"]:
         print("ingesting the bundled SQLite docs ...")
         ingest(store, embedder, settings, str(demo_archive()), base_url=DEMO_BASE_URL, progress=False)

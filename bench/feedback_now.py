@@ -49,7 +49,7 @@ def main() -> None:
     run_nightly(home, settings, NightlyConfig(trigger="setup"), embedder=embedder, log=lambda *a: None)
 
     questions, _ = synthetic_questions(store, settings, "offline", progress=False)
-    row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+    row_of = store.chunk_rowids()
     id_of = {r: c for c, r in row_of.items()}
     items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
     test = Dataset.build(store, [("s", [i for i in items if i[1]])], SplitSpec(salt=split_salt(0))).test

@@ -133,7 +133,7 @@ def prepare(args, rng: random.Random) -> SimpleNamespace:
 
     # the question pool: held-out synthetic questions; one per answer kept aside for evaluation
     questions, _ = synthetic_questions(store, settings, "offline", progress=False)
-    row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+    row_of = store.chunk_rowids()
     items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
     test = Dataset.build(store, [("s", [i for i in items if i[1]])], SplitSpec(salt=split_salt(0))).test
     by_target = defaultdict(list)

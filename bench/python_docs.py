@@ -40,7 +40,7 @@ from shared.evaluation import format_table  # noqa: E402
 from shared.home import Home  # noqa: E402
 from shared.ingest import ingest  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
-from shared.store import Store  # noqa: E402
+from shared.store import open_store  # noqa: E402
 
 PACKAGE = "python3.11-doc"
 BASE_URL = "https://docs.python.org/3.11/"
@@ -114,7 +114,7 @@ def main() -> None:
     home = Home.open(args.home or str(work / "home"))
     settings = load_settings(home=str(home.root))
     embedder = make_embedder(settings)
-    store = Store.open(home.store_path)
+    store = open_store(home, settings)
     ingest_seconds = None
     if not store.stats()["chunks"]:
         started = time.perf_counter()

@@ -87,7 +87,7 @@ def ensure_store(name: str, data: Path, homes: Path) -> Home:
             done.touch()
         # the FAQ is the test: its page is not part of the corpus (the other corpora are built without it),
         # so neither search nor the docs' own questions can see the answers
-        faq = [page_id for page_id, in store.conn.execute("SELECT id FROM pages WHERE path = 'faq.html'")]
+        faq = store.pages_at_path("faq.html")
         if corpus.package is None and faq:
             store.delete_pages(faq)
         # the synthetic questions and their vectors, once: every scratch copy below inherits them
@@ -100,7 +100,7 @@ def scratch(home: Home, label: str) -> Home:
     """A private copy of the store (its cached questions and question vectors come along)."""
     work = Home.open(tempfile.mkdtemp(prefix=f"deepmem-real-{label}-"))
     with Store.open(home.store_path, create=False) as store:
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.checkpoint()
     shutil.copy(home.store_path, work.store_path)
     return work
 

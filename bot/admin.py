@@ -2,7 +2,7 @@
 
 The same ``Access`` as the local chat decides who may see it (loopback only by default; the shared
 token or a trusted proxy's user header beyond it; known hosts only). The page is built in a worker
-thread (the gaps are embedded and grouped) and kept for ``CACHE_SECONDS``, so reloading it costs
+thread (the gaps are embedded, once each, and grouped) and kept for ``CACHE_SECONDS``, so reloading it costs
 nothing and many requests at once build it once. ``?days=N`` (1 to 365) sets the window.
 """
 
@@ -14,6 +14,7 @@ import time
 from aiohttp import web
 
 from shared.dashboard import CONTENT_SECURITY_POLICY, DEFAULT_DAYS, dashboard_page
+from shared.dashboard.topics import VectorMemo
 from shared.settings import Settings
 
 from .web import Access, _bad
@@ -30,6 +31,7 @@ def add_admin_routes(app: web.Application, settings: Settings, feedback, embedde
     access = Access(settings)
     pages: dict[int, tuple[float, str]] = {}  # days -> (built at, page)
     building = asyncio.Lock()
+    embed = VectorMemo(embedder.embed)  # only the questions asked since the last build are embedded
 
     def days_of(request: web.Request) -> int:
         raw = request.query.get("days", str(DEFAULT_DAYS))
@@ -43,7 +45,7 @@ def add_admin_routes(app: web.Application, settings: Settings, feedback, embedde
         async with building:
             built = pages.get(days)
             if built is None or time.monotonic() - built[0] > CACHE_SECONDS:
-                page = await asyncio.to_thread(dashboard_page, feedback, embed=embedder.embed, store=store, days=days)
+                page = await asyncio.to_thread(dashboard_page, feedback, embed=embed, store=store, days=days)
                 pages[days] = built = (time.monotonic(), page)
         return web.Response(text=built[1], content_type="text/html", headers=HEADERS)
 

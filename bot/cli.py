@@ -93,7 +93,7 @@ def import_(app: App, channels: tuple[str, ...], max_threads: int | None, as_jso
     if settings.slack_bot_token is None:
         raise ConfigError("reading Slack history needs SLACK_BOT_TOKEN")
     report = import_history(history_client(settings), app.home, app.store(create=False), names,
-                            max_threads=max_threads, log_fn=lambda msg: None)
+                            max_threads=max_threads, log_fn=lambda msg: None, settings=settings)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

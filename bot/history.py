@@ -124,13 +124,13 @@ def history_client(settings) -> WebClient:
 class HistoryImport:
     """Reads channels through ``client`` and records labels for threads answered with docs links."""
 
-    def __init__(self, client: WebClient, home: Home, resolver: Resolver, feedback: FeedbackStore | None = None,
+    def __init__(self, client: WebClient, home: Home, resolver: Resolver, feedback: FeedbackStore,
                  *, log_fn: Callable[[str], None] = log.info, stop: Callable[[], bool] | None = None):
         self.client = client
         self.stop = stop or (lambda: False)  # asked between threads and pages: the import then saves and returns
         self.home = home
         self.resolver = resolver
-        self.feedback = feedback or FeedbackStore(home)
+        self.feedback = feedback  # open_feedback(home, settings): DuckDB here, or the Postgres every replica shares
         self.log = log_fn
         self._docs: dict[str, str | None] = {}
         if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
@@ -255,6 +255,9 @@ class HistoryImport:
 
 
 def import_history(client: WebClient, home: Home, store, channels: list[str], *, team: str | None = None,
-                   max_threads: int | None = None, log_fn: Callable[[str], None] = log.info) -> ImportReport:
-    return HistoryImport(client, home, Resolver(store), log_fn=log_fn).run(channels, team=team,
-                                                                           max_threads=max_threads)
+                   max_threads: int | None = None, log_fn: Callable[[str], None] = log.info,
+                   settings=None) -> ImportReport:
+    from shared.feedback import open_feedback
+
+    return HistoryImport(client, home, Resolver(store), open_feedback(home, settings), log_fn=log_fn).run(
+        channels, team=team, max_threads=max_threads)

@@ -5,8 +5,9 @@ message text as control sequences. Document text, model output and people's word
 so every string sent to Slack (a message's notification text, block texts, button labels,
 ephemeral messages, responses to a slash command) is escaped in ``message`` below, and fitted to
 Slack's limits after escaping (an escaped label can be longer than the raw one). The only markup
-the bot sends on purpose is a mention of the person who asked: ``mention`` builds it from a
-validated user id and ``markup`` joins it with escaped text.
+the bot sends on purpose is a mention of the person who asked, and of a channel's experts when
+someone asks for one: ``mention`` and ``expert_mention`` build them from validated user and user
+group ids, and ``markup`` joins them with escaped text.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import copy
 import re
 
-__all__ = ["Markup", "escape", "mention", "markup", "message", "post_message", "post_ephemeral", "respond"]
+__all__ = ["Markup", "escape", "mention", "expert_mention", "markup", "message", "post_message", "post_ephemeral",
+           "respond"]
 
 TEXT_LIMIT = 3000  # a message's text and a section block's text
 BUTTON_LIMIT = 75  # a button's label
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+GROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
 
 
@@ -34,6 +37,13 @@ def escape(text: str) -> str:
 def mention(user_id: str) -> Markup:
     """``<@U…>`` for a real Slack user id; anything else is shown as escaped text."""
     return Markup(f"<@{user_id}>") if USER_ID.match(user_id or "") else Markup(escape(user_id or ""))
+
+
+def expert_mention(expert_id: str) -> Markup:
+    """``<@U…>`` for a user, ``<!subteam^S…>`` for a user group; anything else as escaped text."""
+    if GROUP_ID.match(expert_id or ""):
+        return Markup(f"<!subteam^{expert_id}>")
+    return mention(expert_id)
 
 
 def markup(*parts: str) -> Markup:

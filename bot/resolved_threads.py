@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import OrderedDict
 
+from shared.coordination import THREAD_TTL, Coordination, MemoryCoordination
 from shared.feedback.store import FeedbackStore
 from shared.history import STRONG, ThreadLabel, docs_entry, label_thread
 from shared.qa import QAService
@@ -34,17 +34,18 @@ __all__ = ["ResolvedThreads"]
 
 log = logging.getLogger("deepmem.bot")
 MAX_REPLIES = 1000  # a thread longer than this is read to here
-REMEMBERED = 10_000  # recorded threads remembered (a later ✅ on the same answer is not recorded again)
 
 
 class ResolvedThreads:
-    def __init__(self, qa: QAService, settings: Settings):
+    def __init__(self, qa: QAService, settings: Settings, coordination: Coordination | None = None):
         self.qa = qa
         self.settings = settings
         self._resolver: tuple[int, Resolver] | None = None
         self._lock = threading.Lock()
-        self._done: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # (channel, thread, answer) recorded
-        self._recording = asyncio.Lock()  # one thread recorded at a time: two ✅ at once record once
+        # a resolved answer is recorded once, by one replica: a later ✅ or thanks on it (here or at another
+        # replica) claims the same key and finds it taken
+        self.coordination = coordination if coordination is not None else MemoryCoordination()
+        self._recording = asyncio.Lock()  # one thread recorded at a time in this process
 
     @property
     def store(self):
@@ -117,15 +118,15 @@ class ResolvedThreads:
                              asked=(question["user_id"], question["text"]))
         if label is None or label.strength < STRONG:
             return None
-        key = (channel, thread_ts, label.answer_ts)
+        key = f"resolved:{channel}:{thread_ts}:{label.answer_ts}"
         async with self._recording:
-            if key in self._done:
+            if not await asyncio.to_thread(self.coordination.claim_event, key, THREAD_TTL):
                 return None
-            recorded = await self._record(client, channel, thread_ts, question, label, resolver)
-            self._done[key] = None
-            while len(self._done) > REMEMBERED:
-                self._done.popitem(last=False)
-            return recorded
+            try:
+                return await self._record(client, channel, thread_ts, question, label, resolver)
+            except BaseException:
+                await asyncio.to_thread(self.coordination.release_event, key)  # the next ✅ or thanks tries again
+                raise
 
     async def _record(self, client, channel: str, thread_ts: str, question: dict, label: ThreadLabel,
                       resolver: Resolver) -> ThreadLabel:

@@ -39,13 +39,14 @@ from shared.answer import Answerer
 from shared.coordination import Coordination, MemoryCoordination, open_coordination
 from shared.embedders import Embedder, make_embedder
 from shared.errors import ConfigError, EmptyStore
+from shared.feedback import open_feedback
 from shared.feedback.store import FeedbackStore
 from shared.feedback_memory import FeedbackMemory, MemoryLoader
 from shared.home import Home
 from shared.qa import QAService
 from shared.retrieval import open_searcher
 from shared.settings import Settings, is_loopback
-from shared.store import Store
+from shared.store import DocumentStore, open_store
 from shared.vector_index import MemoryIndex
 
 from .admin import add_admin_routes
@@ -67,7 +68,7 @@ class Runtime:
 
     settings: Settings
     home: Home
-    store: Store
+    store: DocumentStore  # SQLite in DEEPMEM_HOME, or the Postgres every replica shares (DEEPMEM_DATABASE_URL)
     embedder: Embedder
     index: MemoryIndex
     feedback: FeedbackStore
@@ -83,14 +84,15 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     home = Home.open(settings.home)
-    store = Store.open(home.store_path, create=False)
+    store = open_store(home, settings, create=False)
     if not store.stats()["chunks"]:
         raise EmptyStore("the store is empty: run `deepmem ingest` (or `deepmem ingest --demo`) first")
     embedder = make_embedder(settings)
     index = MemoryIndex(store)
-    feedback = FeedbackStore(home)
+    feedback = open_feedback(home, settings)
     memory = FeedbackMemory()
-    searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning)
+    searcher = open_searcher(store, embedder, home, index=index, memory=memory, on_adapter_error=log.warning,
+                             settings=settings)
     searcher.adapters.current()  # a damaged active adapter is logged now (once), not at the first question
     qa = QAService(Answerer(searcher, settings), feedback)
     loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")

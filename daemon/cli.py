@@ -64,13 +64,14 @@ def runs(app: App, limit: int, as_json: bool) -> None:
         deepmem runs --limit 5
     """
     from shared.deep_memory.nightly import mark_interrupted
-    from shared.feedback.store import FeedbackStore, has_feedback
+    from shared.feedback import has_feedback, open_feedback
 
     app.read_only = True
     rows = []
-    if has_feedback(app.home):
-        feedback = FeedbackStore(app.home)
-        mark_interrupted(app.home, feedback)  # a run killed mid-way shows as interrupted, not as running for ever
+    if has_feedback(app.home, app.settings):
+        feedback = open_feedback(app.home, app.settings)
+        # a run killed mid-way shows as interrupted, not as running for ever
+        mark_interrupted(app.home, feedback, app.settings)
         rows = feedback.runs()[-limit:]
     for r in rows:
         for k in ("counts", "metrics"):

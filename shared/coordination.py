@@ -78,6 +78,10 @@ class Coordination(ABC):
         """True for the first claim of ``key`` within ``ttl`` seconds (default ``event_ttl``), False after."""
 
     @abstractmethod
+    def release_event(self, key: str) -> None:
+        """Give a claim back (the work it guarded failed): the next delivery of ``key`` may claim it."""
+
+    @abstractmethod
     def remember_thread(self, channel: str, thread_ts: str, *, question_id: str | None = None,
                         message_ts: str | None = None) -> None:
         """The bot answered in this thread: ``question_id`` there, posted as ``message_ts``."""
@@ -146,6 +150,10 @@ class MemoryCoordination(Coordination):
             self._claims.put(digest, True, now + (self.event_ttl if ttl is None else ttl))
             return True
 
+    def release_event(self, key: str) -> None:
+        with self._lock:
+            self._claims.items.pop(event_key(key), None)
+
     def remember_thread(self, channel, thread_ts, *, question_id=None, message_ts=None) -> None:
         channel, thread_ts = _an_id("a channel id", channel), _an_id("a thread ts", thread_ts)
         question_id = _an_id("a question id", question_id) if question_id is not None else None
@@ -203,6 +211,7 @@ INSERT INTO coordination_claims AS c (key, expires_at) VALUES (%s, now() + %s * 
 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE c.expires_at <= now()
 RETURNING true
 """
+APPLICATION = "deepmem coordination"
 TABLES = ("coordination_claims", "coordination_threads", "coordination_answers")
 
 
@@ -216,8 +225,10 @@ class PostgresCoordination(Coordination):
 
         self.event_ttl, self.thread_ttl = event_ttl, thread_ttl
         self._errors = (psycopg.Error,)
-        self._pool = ConnectionPool(url, min_size=1, max_size=connections, kwargs={"autocommit": True},
-                                    timeout=timeout, open=False, name="deepmem-coordination")
+        # a connection is checked when taken: one the server dropped (a restart, a failover) is replaced
+        self._pool = ConnectionPool(url, min_size=1, max_size=connections, timeout=timeout, open=False,
+                                    kwargs={"autocommit": True, "application_name": APPLICATION},
+                                    check=ConnectionPool.check_connection, name="deepmem-coordination")
         self._last_prune = 0.0
         self._prune_lock = threading.Lock()
         try:
@@ -241,6 +252,9 @@ class PostgresCoordination(Coordination):
     def claim_event(self, key: str, ttl: float | None = None) -> bool:
         self._prune_now_and_then()
         return self._run(CLAIM, [event_key(key), self.event_ttl if ttl is None else ttl], fetch=True) is not None
+
+    def release_event(self, key: str) -> None:
+        self._run("DELETE FROM coordination_claims WHERE key = %s", [event_key(key)])
 
     def remember_thread(self, channel, thread_ts, *, question_id=None, message_ts=None) -> None:
         channel, thread_ts = _an_id("a channel id", channel), _an_id("a thread ts", thread_ts)

@@ -172,7 +172,7 @@ class Names:
         self._terms = terms
         df: dict[str, int] = {}
         with store.lock:
-            rows = store.conn.execute("SELECT title || ' ' || headings || ' ' || text FROM chunks").fetchall()
+            rows = [(f"{c.title} {' '.join(c.headings)} {c.text}",) for c in store.iter_chunks(order="rowid")]
         for (text,) in rows:
             for term in set(terms(text)):
                 df[term] = df.get(term, 0) + 1
@@ -214,8 +214,7 @@ class MemoryLoader:
         if key == self._key:
             return False
         labels = self.feedback.labels()
-        with self.store.lock:
-            row_of = dict(self.store.conn.execute("SELECT id, rowid FROM chunks"))
+        row_of = self.store.chunk_rowids()
         entries = [(q.text, dict(q.positives), dict(q.negatives))
                    for q in labeled_questions(labels, row_of, self.policy)]
         entries += self._placed(labels, key[3])

@@ -137,8 +137,8 @@ class _Writer:
         need: dict[str, str] = {}  # embed hash -> text, for chunks with no stored vector
         hashes_all = []
         for page in self.pending:
-            state = store.conn.execute("SELECT id FROM pages WHERE url=?", (page.url,)).fetchone()
-            existing = store.chunk_ids(state[0]) if state else {}
+            page_id = store.page_id(page.url)
+            existing = store.chunk_ids(page_id) if page_id is not None else {}
             hashes = [_embed_hash(embedder, c) for c in page.chunks]
             hashes_all.extend(h for c, h in zip(page.chunks, hashes) if c.id not in existing)
             plans.append((page, existing, hashes))

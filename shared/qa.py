@@ -111,3 +111,31 @@ class QAService:
                      event_id: str | None = None) -> None:
         self.feedback.record([FeedbackStore.event_op(question_id=question_id, kind="source_click", user_id=user_id,
                                                      value=1, chunk_id=chunk_id, rank=rank, id=event_id)])
+
+    def collections(self) -> list[str]:
+        """The store's collections (what a channel may answer from)."""
+        return self.answerer.searcher.store.collections()
+
+    # -- escalation: a person asked for an expert ---------------------------------------------
+    def question(self, question_id: str) -> dict | None:
+        """The recorded question (who asked what, where), or None."""
+        rows = self.feedback.rows("SELECT id, user_id, channel_id, thread_ts, text FROM questions WHERE id = ?",
+                                  [question_id])
+        return rows[0] if rows else None
+
+    @staticmethod
+    def escalation_id(channel_id: str, thread_ts: str, tagged: bool) -> str:
+        """One escalation per thread (and one "nobody to tag" note): the event id says which."""
+        return f"escalated:{channel_id}:{thread_ts}" if tagged else f"escalated-untagged:{channel_id}:{thread_ts}"
+
+    def escalated(self, channel_id: str, thread_ts: str, tagged: bool) -> bool:
+        """Has this thread been escalated already (experts tagged, or told that nobody is configured)?"""
+        return bool(self.feedback.rows("SELECT 1 FROM events WHERE id = ?",
+                                       [self.escalation_id(channel_id, thread_ts, tagged)]))
+
+    def record_escalation(self, question_id: str, user_id: str, channel_id: str, thread_ts: str, *, tagged: bool,
+                          via: str) -> None:
+        """An ``escalated`` event: value 1 when experts were tagged, 0 when none were configured."""
+        self.feedback.record([FeedbackStore.event_op(question_id=question_id, kind="escalated", user_id=user_id,
+                                                     value=int(tagged), detail=via,
+                                                     id=self.escalation_id(channel_id, thread_ts, tagged))])

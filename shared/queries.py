@@ -163,12 +163,11 @@ class Resolver:
 
     def __init__(self, store: Store):
         self.store = store
-        rows = store.conn.execute("SELECT c.rowid, c.id, p.url, c.anchors FROM chunks c JOIN pages p ON p.id = c.page_id")
         self.by_id: dict[str, int] = {}
         self.by_page: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
-        for rowid, cid, url, anchors in rows:
-            self.by_id[cid] = rowid
-            self.by_page.setdefault(url, []).append((rowid, tuple(json.loads(anchors))))
+        for c in store.iter_chunks(order="rowid"):
+            self.by_id[c.id] = c.rowid
+            self.by_page.setdefault(c.page_url, []).append((c.rowid, c.anchors))
         self._texts: dict[int, str] | None = None
 
     def _page(self, url: str) -> list[tuple[int, tuple[str, ...]]] | None:
@@ -182,7 +181,7 @@ class Resolver:
 
     def _by_text(self, text: str) -> frozenset[int]:
         if self._texts is None:
-            self._texts = {r: _norm(t) for r, t in self.store.conn.execute("SELECT rowid, text FROM chunks")}
+            self._texts = {r: _norm(t) for r, t in self.store.chunk_texts()}
         node = _norm(text)
         return frozenset(r for r, t in self._texts.items() if t and (t in node or node in t))
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from .deep_memory.adapter import LinearAdapter
-from .deep_memory.versions import AdapterRegistry, unfit_for
+from .deep_memory.versions import open_registry, unfit_for
 from .embedders import Embedder
 from .home import Home
 from .search import Searcher
@@ -24,19 +25,45 @@ class ActiveAdapter:
     for another embedder is ignored. A version (or pointer) that cannot be loaded leaves the
     last good one in place, or plain search when there is none; either way ``error`` says so,
     and ``on_error`` hears it once per change of the pointer (the bot logs it).
+
+    With the registry in the database (several replicas), the signature is a query: it is asked
+    at most every ``registry.poll_interval`` seconds, and a promotion anywhere is heard at once
+    (LISTEN/NOTIFY): the new adapter is loaded then, before the next question comes.
     """
 
-    def __init__(self, home: Home, embedder: Embedder, on_error: Callable[[str], None] | None = None):
-        self.registry = AdapterRegistry(home.adapters_dir)
+    def __init__(self, home: Home, embedder: Embedder, on_error: Callable[[str], None] | None = None,
+                 registry=None):
+        # open_searcher passes the deployment's registry (open_registry(home, settings)); alone, the data directory's
+        self.registry = registry if registry is not None else open_registry(home)
         self.embedder = embedder
         self.on_error = on_error
         self._lock = threading.Lock()
         self._signature = None
+        self._checked_at = float("-inf")
         self._current: tuple[str | None, LinearAdapter | None] = (None, None)
         self.error: str | None = None
+        listen = getattr(self.registry, "listen", None)
+        self.listener = listen(self._promoted) if listen is not None else None
+
+    def _promoted(self) -> None:
+        self._checked_at = float("-inf")
+        self.current()
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
 
     def current(self) -> tuple[str | None, LinearAdapter | None]:
-        signature = self.registry.signature()
+        interval = self.registry.poll_interval
+        if interval and time.monotonic() - self._checked_at < interval:
+            return self._current
+        self._checked_at = time.monotonic()
+        try:
+            signature = self.registry.signature()
+        except Exception as exc:  # the database is unreachable: keep serving what was loaded
+            kept = self._current[0]
+            self._fail(f"{exc}; {'still using ' + kept if kept else 'searching without deep memory'}")
+            return self._current
         if signature != self._signature:
             with self._lock:
                 if signature != self._signature:
@@ -72,6 +99,6 @@ class ActiveAdapter:
 
 
 def open_searcher(store: Store, embedder: Embedder, home: Home, index=None, memory=None,
-                  on_adapter_error: Callable[[str], None] | None = None) -> Searcher:
-    return Searcher(store, embedder, adapters=ActiveAdapter(home, embedder, on_adapter_error), index=index,
-                    memory=memory)
+                  on_adapter_error: Callable[[str], None] | None = None, settings=None) -> Searcher:
+    adapters = ActiveAdapter(home, embedder, on_adapter_error, registry=open_registry(home, settings))
+    return Searcher(store, embedder, adapters=adapters, index=index, memory=memory)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from .deep_memory.versions import AdapterRegistry, unfit_for
+from .deep_memory.versions import open_registry, unfit_for
 from .feedback.store import spool_counts
 from .home import Home
 from .store import Store
@@ -13,12 +13,12 @@ from .store import Store
 __all__ = ["collect_status"]
 
 
-def collect_status(home: Home, store: Store) -> dict:
+def collect_status(home: Home, store: Store, settings=None) -> dict:
     info = {"home": str(home.root), **store.stats(), "collections": store.collections(), "sources": []}
     for source in store.source_summaries():
         info["sources"].append({k: source[k] for k in ("uri", "kind", "base_url", "collection", "pages",
                                                        "last_ingest_at")})
-    registry = AdapterRegistry(home.adapters_dir)
+    registry = open_registry(home, settings)
     active = registry.active_status()
     info["adapter"] = active.name
     info["adapter_problem"] = active.problem

@@ -58,8 +58,7 @@ def remove_thread_documents(store: Store, user: str) -> int:
     source = store.source(THREADS_SOURCE)
     if source is None:
         return 0
-    pages = [page_id for page_id, path in store.conn.execute("SELECT id, path FROM pages WHERE source_id = ?",
-                                                             (source.id,))
+    pages = [page_id for page_id, path in store.source_pages(source.id)
              if user in (path or "").rsplit("/", 1)[-1].split(",")]
     if pages:
         store.delete_pages(pages)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,23 @@ from shared.embedders import make_embedder  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 
 from .helpers import corpus  # noqa: E402
+
+
+def pytest_configure(config):
+    """A temporary folder of this run's own: pytest's shared /tmp/pytest-of-<user> keeps only the
+    three newest runs and deletes older ones, so two runs side by side (a developer's and a
+    benchmark's) would delete each other's files, a Postgres data folder among them."""
+    if not config.option.basetemp and not hasattr(config, "workerinput"):
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="deepmem-pytest-")
+        config._deepmem_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    basetemp = getattr(config, "_deepmem_basetemp", None)
+    if basetemp:
+        shutil.rmtree(basetemp, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +90,7 @@ def small_store_path(tmp_path_factory, small_docs, embedder) -> Path:
     settings = load_settings(home=str(home))
     with Store.open(home / "store.db") as store:
         ingest(store, embedder, settings, str(small_docs), base_url="https://sqlite.org/", progress=False)
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.checkpoint()
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -109,9 +127,13 @@ def postgres_server(tmp_path_factory):
     """A real PostgreSQL 16 + pgvector for this test session (tests/helpers/postgres.py)."""
     from .helpers.postgres import start_server
 
-    server = start_server(tmp_path_factory.mktemp("postgres"))
+    # its own folder under /tmp, not pytest's: pgserver (as root) runs postgres as another user, which must
+    # traverse the folders above the data; pytest resets its own base folder to 0700 whenever a run starts
+    root = Path(tempfile.mkdtemp(prefix="deepmem-pg-"))
+    server = start_server(root)
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -119,4 +141,30 @@ def pg_url(postgres_server):
     """A fresh database of its own for one test, dropped afterwards."""
     url = postgres_server.create_database()
     yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def pg_small_template(postgres_server, small_docs, embedder):
+    """A database holding `small_docs` ingested through the real pipeline into the Postgres store,
+    built once per session; tests get copies (`pg_small_store`)."""
+    from shared.ingest import ingest
+    from shared.store.postgres import PostgresStore
+
+    url = postgres_server.create_database("small")
+    with PostgresStore.open(url) as store:
+        ingest(store, embedder, load_settings(home="/tmp"), str(small_docs), base_url="https://sqlite.org/",
+               progress=False)
+    return url
+
+
+@pytest.fixture
+def pg_small_store(postgres_server, pg_small_template):
+    """A private copy (CREATE DATABASE ... TEMPLATE) of the small store in Postgres, opened."""
+    from shared.store.postgres import PostgresStore
+
+    url = postgres_server.copy_database(pg_small_template)
+    store = PostgresStore.open(url)
+    yield store
+    store.close()
     postgres_server.drop_database(url)

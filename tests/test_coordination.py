@@ -48,6 +48,14 @@ def test_the_first_claim_wins(backend):
     assert other.claim_event("Ev0002") is True and one.claim_event("Ev0002") is False
 
 
+def test_a_released_claim_can_be_claimed_again(backend):
+    one, other = backend(), backend()
+    assert one.claim_event("resolved:C1:1.1:1.2")
+    one.release_event("resolved:C1:1.1:1.2")  # the work failed: the next try may do it
+    assert other.claim_event("resolved:C1:1.1:1.2") and not one.claim_event("resolved:C1:1.1:1.2")
+    other.release_event("never-claimed")
+
+
 def test_concurrent_claims_have_exactly_one_winner(backend):
     replicas = [backend() for _ in range(3)]
     keys = [f"EvRACE{i}" for i in range(20)]
@@ -143,6 +151,16 @@ def test_expired_rows_are_pruned_in_postgres(pg_url):
             counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                       for t in ("coordination_claims", "coordination_threads", "coordination_answers")]
         assert counts == [0, 0, 0]
+
+
+def test_connections_the_server_dropped_are_replaced(pg_url):
+    with PostgresCoordination(pg_url) as coordination:
+        assert coordination.claim_event("Ev1")
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            dropped = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE application_name = 'deepmem coordination'").fetchone()[0]
+        assert dropped >= 1
+        assert not coordination.claim_event("Ev1") and coordination.claim_event("Ev2")
 
 
 def test_replicas_starting_together_create_the_tables_once(pg_url):

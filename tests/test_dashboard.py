@@ -23,7 +23,8 @@ from bot.server import build_runtime, build_web_app
 from shared.answer import Answerer
 from shared.cli import cli
 from shared.dashboard import build_dashboard, dashboard_page, render_page
-from shared.dashboard.topics import group_topics
+from shared.dashboard.topics import VectorMemo, group_topics
+from shared.feedback import open_feedback
 from shared.feedback.store import FeedbackStore
 from shared.home import Home
 from shared.qa import QAService
@@ -133,6 +134,16 @@ def test_group_topics_on_questions_people_ask(embedder):
     assert len(group_topics(["only one"], embedder.embed)) == 1
 
 
+def test_vectors_are_remembered_and_bounded(embedder):
+    calls = []
+    memo = VectorMemo(lambda texts: calls.append(list(texts)) or embedder.embed(texts), size=3)
+    first = memo(["a question", "another", "a question"])
+    assert calls == [["a question", "another"]] and np.allclose(first[0], first[2])
+    assert np.allclose(memo(["another"]), embedder.embed(["another"]), atol=1e-5) and len(calls) == 1
+    memo(["third", "fourth"])
+    assert len(memo.vectors) == 3 and "a question" not in memo.vectors
+
+
 def test_most_and_least_cited_pages_are_what_answers_cited_and_people_clicked(week, embedder):
     home, log = week
     board = board_of(home, embedder)
@@ -212,7 +223,9 @@ def test_the_page_renders_in_chromium_with_every_section_and_plot(week, embedder
             assert plot.is_visible()
             colors, spread = _png_stats(plot.screenshot())
             assert colors >= 8 and spread > 10, (name, colors, spread)  # bars and lines drawn, not a blank area
-        assert page.locator("ol.topics li.topic").count() == len(board_of(home, embedder).topics)
+        topics = board_of(home, embedder).topics
+        assert page.locator("ol.topics li.topic").count() == sum(t.questions > 1 for t in topics)
+        assert page.locator("ul.singles li").count() == sum(t.questions == 1 for t in topics)
         assert page.locator("table.runs tbody tr").count() == DAYS + 1
         shot = page.screenshot(full_page=True)
         browser.close()
@@ -281,6 +294,50 @@ async def test_admin_needs_the_chats_access_and_serves_what_report_writes(week, 
         assert (await get(headers={"X-Remote-User": "alice@example.com"}))[0] == 200
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def feedback_backend(request, store_copy, monkeypatch):
+    """The feedback log of a deployment in the data directory (DuckDB) or in PostgreSQL."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    if url:
+        monkeypatch.setenv("DEEPMEM_DATABASE_URL", url)
+    home = Home.open(store_copy.path.parent)
+    feedback = open_feedback(home, load_settings(home=str(home.root), database_url=url))
+    yield home, feedback
+    getattr(feedback, "close", lambda: None)()
+
+
+def test_the_same_numbers_from_either_feedback_backend(feedback_backend, store_copy, embedder, tmp_path):
+    home, feedback = feedback_backend
+    qa = QAService(Answerer(open_searcher(store_copy, embedder, home), load_settings(home=str(home.root))),
+                   feedback)
+    asked = []
+    for n, (text, channel) in enumerate([("How do I create an AUTOINCREMENT column?", "C0HELPDOCS"),
+                                         ("What is WAL mode?", "C0HELPDOCS"), ("How do I reset my VPN password?", None),
+                                         ("How do I vacuum a database?", "C0PLATFORM")]):
+        a = qa.ask(text, source="slack" if channel else "web", user_id=f"U{n}", channel_id=channel)
+        asked.append(a)
+    qa.vote(asked[0].question_id, "U0", 1)
+    qa.vote(asked[1].question_id, "U1", 1)
+    qa.vote(asked[1].question_id, "U1", -1)  # changed their mind: the latest vote stands
+    qa.vote(asked[2].question_id, "U2", -1)
+    shown = asked[3].answer.shown_sources[0]
+    qa.source_click(asked[3].question_id, "U3", shown.chunk_id, shown.rank)
+    board = build_dashboard(feedback, embed=embedder.embed)
+    assert board.totals.questions == 4 and (board.totals.up, board.totals.down) == (1, 2)
+    assert {name: c.questions for name, c in board.per_channel} == {"C0HELPDOCS": 2, "web": 1, "C0PLATFORM": 1}
+    assert board.per_day[-1][1].questions == 4
+    clicked = {p.page: p.clicks for p in board.most_cited if p.clicks}
+    assert clicked == {shown.url.split("#")[0]: 1}
+    cited = sum(len(a.answer.cited_sources) for a in asked)
+    assert sum(p.cited for p in board.most_cited + board.least_cited) == cited
+    gaps = {e.text for t in board.topics for e in t.examples}
+    assert gaps == {"What is WAL mode?", "How do I reset my VPN password?"}
+    result = CliRunner().invoke(cli, ["--home", str(home.root), "report", "--out", str(tmp_path / "r.html")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "How do I reset my VPN password?" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
 # -- an empty log, hostile text -----------------------------------------------------------------------
 
 def test_an_empty_feedback_log_is_a_clear_empty_dashboard(tmp_path, embedder):
@@ -317,7 +374,10 @@ def test_hostile_question_text_and_channel_names_are_shown_as_text(store_copy, e
     feedback = FeedbackStore(home)
     qa = QAService(Answerer(open_searcher(store_copy, embedder, home), settings), feedback)
     hostile = '<script>alert(1)</script><img src=x onerror=alert(2)> "quoted" & how do I reset my VPN?'
-    for channel in ('C"><script>alert(3)</script>', "C0HELPDOCS"):
+    for channel in ('C"><script>alert(3)</script>', "C0HELPDOCS", "$x_{$"):
+        # a $ in a plot label is a dollar sign, not the start of matplotlib's math mode
+        asked = qa.ask("How do I pay $x_{$ for the VPN?", source="slack", user_id="U2", channel_id=channel)
+        qa.vote(asked.question_id, "U2", -1)
         asked = qa.ask(hostile, source="slack", user_id="U1", channel_id=channel)
         qa.vote(asked.question_id, "U1", -1)
     page = dashboard_page(feedback, embed=embedder.embed, store=store_copy)
@@ -328,3 +388,4 @@ def test_hostile_question_text_and_channel_names_are_shown_as_text(store_copy, e
     assert not any(k.startswith("on") for _, a in parser.tags for k in a)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; &quot;quoted&quot; &amp;" in page
     assert "C&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in page
+    assert "How do I pay $x_{$ for the VPN?" in page

@@ -44,7 +44,7 @@ async def test_mention_is_acked_fast_and_answered_in_the_thread(slack):
     assert any(e["url"].startswith("https://sqlite.org/autoinc.html#") for e in sources)
     assert all("#" in e["url"] or e["url"].endswith(".html") for e in sources)
     votes = next(b for b in blocks if b.get("block_id") == "feedback")["elements"]
-    assert [e["action_id"] for e in votes] == ["vote_up", "vote_down"]
+    assert [e["action_id"] for e in votes] == ["answered_yes", "answered_no"]
     assert slack.api.calls[0]["auth"] == "Bearer xoxb-test-token"
     await asyncio.sleep(0.3)
     questions = slack.feedback().questions()

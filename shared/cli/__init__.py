@@ -36,12 +36,12 @@ class App:
         return Home.open(self.settings.home, create=not self.read_only)
 
     def store(self, create: bool = True):
-        from ..store import Store
+        from ..store import open_store
 
         if not create and "home" not in self.__dict__:  # a store that must exist needs a home that does
             self.read_only = True
         if self._store is None:
-            self._store = Store.open(self.home.store_path, create=create)
+            self._store = open_store(self.home, self.settings, create=create)
         return self._store
 
     @functools.cached_property
@@ -105,6 +105,14 @@ class DeepmemGroup(click.Group):
             raise click.ClickException(f"the store{where} cannot be read ({exc}); it may be damaged: check it with "
                                        f"`sqlite3 store.db 'PRAGMA integrity_check'`, or ingest again into a fresh "
                                        f"DEEPMEM_HOME") from exc
+        except Exception as exc:
+            if not type(exc).__module__.startswith("psycopg"):
+                raise
+            # the database went away or refused mid-command (Postgres mode): one line, never the URL's password
+            store = getattr(ctx.obj, "_store", None)
+            where = f" {store.path}" if store is not None else ""
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise click.ClickException(f"the database{where} failed: {first}") from exc
 
 
 @click.group(cls=DeepmemGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -228,7 +236,7 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
 
     question = _checked_question(question)
     app.read_only = True
-    searcher = open_searcher(app.store(create=False), app.embedder, app.home)
+    searcher = open_searcher(app.store(create=False), app.embedder, app.home, settings=app.settings)
     result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory,
                              collections=collections or None)
     hits = result.hits
@@ -280,7 +288,7 @@ def status(app: App, as_json: bool) -> None:
     from ..status import collect_status
 
     app.read_only = True
-    info = collect_status(app.home, app.store(create=False))
+    info = collect_status(app.home, app.store(create=False), app.settings)
     if as_json:
         echo_json(info)
         return
@@ -325,5 +333,6 @@ def main() -> None:
 
 from . import deep_memory as _deep_memory  # noqa: E402,F401  (registers train, evaluate, adapters)
 from . import feedback as _feedback  # noqa: E402,F401  (registers feedback export, import, forget)
+from . import migrate as _migrate  # noqa: E402,F401  (registers migrate)
 from . import report as _report  # noqa: E402,F401  (registers report)
 from . import sources as _sources  # noqa: E402,F401  (registers sources list, remove)

@@ -55,7 +55,7 @@ def train(app: App, generator, queries, eval_queries, no_activate, epochs, time_
                            activate="never" if no_activate else "if-better", config=config,
                            progress=not quiet and not as_json)
     if generator == "llm" or (generator == "auto" and app.settings.llm_configured):
-        plan = llm_estimate(store, app.settings, training_style(store, app.home, options))
+        plan = llm_estimate(store, app.settings, training_style(store, app.home, options, app.settings))
         cost = f", about ${plan['estimated_cost_usd']:.2f}" if plan["estimated_cost_usd"] is not None else ""
         again = f"; {plan['restyle']} again in people's style" if plan["restyle"] else ""
         click.echo(f"llm questions: {plan['to_generate']} to generate ({plan['cached']} cached{again}), "
@@ -94,7 +94,8 @@ def evaluate(app: App, queries, version, hybrid, as_json) -> None:
     store = app.store(create=False)
     files = [Path(q) for q in queries]
     if files:
-        comparisons, used = evaluate_files(store, app.embedder, app.home, files, version, hybrid=hybrid)
+        comparisons, used = evaluate_files(store, app.embedder, app.home, files, version, hybrid=hybrid,
+                                           settings=app.settings)
     else:
         comparisons, used = evaluate_test_split(store, app.embedder, app.home, app.settings, version,
                                                 extra_files=_demo_questions(store), hybrid=hybrid)
@@ -123,10 +124,10 @@ def adapters(ctx) -> None:
 @pass_app
 def list_adapters(app: App, as_json: bool = False) -> None:
     """Every saved version, its test-split numbers and which one is active."""
-    from ..deep_memory.versions import AdapterRegistry
+    from ..deep_memory.versions import open_registry
 
     app.read_only = True
-    registry = AdapterRegistry(app.home.adapters_dir)
+    registry = open_registry(app.home, app.settings)
     status = registry.active_status()
     active = status.name
     rows = []
@@ -163,10 +164,10 @@ def list_adapters(app: App, as_json: bool = False) -> None:
 @pass_app
 def activate(app: App, version: str) -> None:
     """Make VERSION the active adapter (the bot picks it up at its next question)."""
-    from ..deep_memory.versions import AdapterRegistry, unfit_for
+    from ..deep_memory.versions import open_registry, unfit_for
 
-    registry = AdapterRegistry(app.home.adapters_dir)
-    if app.home.store_path.exists():  # refuse what search would ignore
+    registry = open_registry(app.home, app.settings)
+    if app.settings.database_url is not None or app.home.store_path.exists():  # refuse what search would ignore
         store = app.store(create=False)
         adapter, meta = registry.load(version)
         unfit = unfit_for(meta, adapter, store.embedder_name, store.dim or adapter.dim) if store.embedder_name else None
@@ -180,9 +181,9 @@ def activate(app: App, version: str) -> None:
 @pass_app
 def rollback(app: App) -> None:
     """Return to the adapter that was active before the current one."""
-    from ..deep_memory.versions import AdapterRegistry
+    from ..deep_memory.versions import open_registry
 
-    previous = AdapterRegistry(app.home.adapters_dir).rollback()
+    previous = open_registry(app.home, app.settings).rollback()
     click.echo(f"active: {previous or 'none (plain search)'}")
 
 
@@ -190,7 +191,7 @@ def rollback(app: App) -> None:
 @pass_app
 def off(app: App) -> None:
     """Search without deep memory (`deepmem adapters rollback` turns it back on)."""
-    from ..deep_memory.versions import AdapterRegistry
+    from ..deep_memory.versions import open_registry
 
-    AdapterRegistry(app.home.adapters_dir).deactivate()
+    open_registry(app.home, app.settings).deactivate()
     click.echo("active: none (plain search)")

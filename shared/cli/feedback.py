@@ -26,12 +26,12 @@ def feedback() -> None:
 @pass_app
 def export(app: App, what: str, as_json: bool) -> None:
     """Print labels (derived), events or questions as JSON lines. Works while `deepmem serve` runs."""
-    from ..feedback.store import FeedbackStore, has_feedback
+    from ..feedback import has_feedback, open_feedback
 
     app.read_only = True
     rows = []
-    if has_feedback(app.home):
-        store = FeedbackStore(app.home)
+    if has_feedback(app.home, app.settings):
+        store = open_feedback(app.home, app.settings)
         rows = {"labels": store.labels, "events": store.events, "questions": store.questions}[what]()
     if as_json:
         echo_json(rows)
@@ -50,7 +50,7 @@ def import_(app: App, path: str) -> None:
     """
     from ..feedback.importer import import_labels
 
-    report = import_labels(app.store(create=False), app.home, Path(path))
+    report = import_labels(app.store(create=False), app.home, Path(path), app.settings)
     click.echo(f"imported {report['questions']} questions, {report['labels']} labels"
                + (f"; {len(report['unresolved'])} entries matched no chunk" if report["unresolved"] else ""))
     for entry in report["unresolved"][:10]:
@@ -63,18 +63,20 @@ def import_(app: App, path: str) -> None:
 def forget(app: App, user: str) -> None:
     """Delete everything USER asked or did (their questions, votes, clicks and history labels), and the
     resolved-thread documents they took part in."""
-    from ..feedback.store import FeedbackStore
+    from ..feedback import open_feedback
     from ..thread_documents import remove_thread_documents
 
-    counts = FeedbackStore(app.home).forget(user)
-    threads = remove_thread_documents(app.store(create=False), user) if app.home.store_path.exists() else 0
+    counts = open_feedback(app.home, app.settings).forget(user)
+    has_store = app.settings.database_url is not None or app.home.store_path.exists()
+    threads = remove_thread_documents(app.store(create=False), user) if has_store else 0
     click.echo(f"forgot {user}: {counts['questions']} questions, {counts['events']} events"
                + (f", {counts['quarantined']} quarantined operations" if counts["quarantined"] else "")
                + (f", {threads} resolved-thread document{'s' if threads != 1 else ''}" if threads else ""))
 
 
 @feedback.command()
-@click.option("--requeue", is_flag=True, help="Move the quarantined files back into the spool (after fixing the cause).")
+@click.option("--requeue", is_flag=True,
+              help="Move the quarantined files back into the spool (after fixing the cause).")
 @pass_app
 def quarantine(app: App, requeue: bool) -> None:
     """Spool files that could not be applied, and why (they block nothing; their good lines were applied).
@@ -86,6 +88,10 @@ def quarantine(app: App, requeue: bool) -> None:
     from ..feedback.store import FeedbackStore, has_feedback
 
     app.read_only = True
+    if app.settings.database_url is not None:
+        click.echo("nothing quarantined: with DEEPMEM_DATABASE_URL, a record the database refuses is refused when "
+                   "it is written")
+        return
     if not has_feedback(app.home):
         click.echo("nothing quarantined")
         return

@@ -25,11 +25,17 @@ def report(app: App, out: Path, days: int) -> None:
         deepmem report --out report.html --days 30
     """
     from ..dashboard import dashboard_page
-    from ..feedback.store import FeedbackStore, has_feedback
+    from ..errors import DeepmemError
+    from ..feedback import has_feedback, open_feedback
 
     app.read_only = True
-    feedback = FeedbackStore(app.home) if has_feedback(app.home) else None
-    store = app.store(create=False) if app.home.store_path.exists() else None
+    feedback = open_feedback(app.home, app.settings) if has_feedback(app.home, app.settings) else None
+    try:
+        store = app.store(create=False)  # only to name pages by their titles
+    except DeepmemError as exc:
+        store = None
+        if feedback is not None:
+            click.echo(f"pages are shown by URL: {exc}", err=True)
     page = dashboard_page(feedback, embed=lambda texts: app.embedder.embed(texts), store=store, days=days)
     tmp = out.with_name(f".{out.name}.tmp")
     try:

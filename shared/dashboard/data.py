@@ -137,6 +137,8 @@ class Dashboard:
     totals: Counts = field(default_factory=Counts)
     per_day: list[tuple[date, Counts]] = field(default_factory=list)
     per_channel: list[tuple[str, Counts]] = field(default_factory=list)
+    # how each channel is configured (``shared.channels``): {channel id: "mode; collections"}; the default too
+    channel_setup: dict[str, str] = field(default_factory=dict)
     gap_questions: int = 0
     gaps_grouped: int = 0  # how many of them were grouped (the newest, at most MAX_CLUSTERED)
     topics: list[GapTopic] = field(default_factory=list)
@@ -188,11 +190,14 @@ def _held_out(sets: dict, name: str) -> dict:
 
 
 def _collections(metrics: dict) -> dict:
-    """Per-collection metrics, where the run record has them (``collections`` at the top or in a set)."""
-    found = metrics.get("collections")
-    if not isinstance(found, dict):
-        found = next((s["collections"] for s in metrics.values()
-                      if isinstance(s, dict) and isinstance(s.get("collections"), dict)), {})
+    """Per-collection metrics, where the run record has them: a held-out set's ``by_collection`` (the real
+    questions' when they have it, else the synthetic split's)."""
+    found = {}
+    for name in ("real", "synthetic"):
+        held = metrics.get(name)
+        if isinstance(held, dict) and isinstance(held.get("by_collection"), dict) and held["by_collection"]:
+            found = held["by_collection"]
+            break
     out = {}
     for name, m in found.items():
         if isinstance(m, dict):
@@ -232,12 +237,20 @@ def _pages(retrieved: list[dict], clicks: list[dict], titles) -> list[PageUse]:
     return list(pages.values())
 
 
+def _setup(settings) -> str:
+    collections = ", ".join(settings.collections) if settings.collections else "every collection"
+    experts = f"; {len(settings.experts)} expert(s)" if settings.experts else ""
+    return f"{settings.mode}{', ephemeral' if settings.ephemeral else ''}; {collections}{experts}"
+
+
 def build_dashboard(feedback, *, embed: Callable[[list[str]], np.ndarray] | None = None,
-                    titles: Callable[[list[str]], dict[str, str]] | None = None, days: int = 90,
+                    titles: Callable[[list[str]], dict[str, str]] | None = None, channels=None, days: int = 90,
                     now: datetime | None = None) -> Dashboard:
     """The dashboard of the last ``days`` days. ``feedback``: a FeedbackStore, or None when there is no
     feedback log yet (an empty dashboard). ``embed``: texts -> vectors, to group the gaps by topic
-    (without it each gap question is its own topic). ``titles``: chunk ids -> page titles."""
+    (without it each gap question is its own topic). ``titles``: chunk ids -> page titles.
+    ``channels``: the channel configuration (``shared.channels.ChannelConfig``): configured channels are
+    listed with their settings, also when nobody asked there."""
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_DAYS}, not {days}")
     until = _utc(now or datetime.now(UTC))
@@ -245,6 +258,11 @@ def build_dashboard(feedback, *, embed: Callable[[list[str]], np.ndarray] | None
     board = Dashboard(generated_at=until, since=since, until=until, days=days)
     board.per_day = [(since.date() + timedelta(days=i), Counts())
                      for i in range((until.date() - since.date()).days + 1)]
+    configured = dict(channels.channels()) if channels is not None else {}
+    board.channel_setup = {name: _setup(c) for name, c in configured.items()}
+    if channels is not None:
+        board.channel_setup["default"] = _setup(channels.default)
+    board.per_channel = [(name, Counts()) for name in sorted(configured)]
     if feedback is None:
         return board
     window = Q.window(since, until + timedelta(microseconds=1))
@@ -254,7 +272,7 @@ def build_dashboard(feedback, *, embed: Callable[[list[str]], np.ndarray] | None
     best = {r["question_id"]: r["best"] for r in feedback.rows(Q.BEST_SCORES, window)}
     questions: dict[str, _Question] = {}
     for r in rows:
-        answered = bool(r.get("answer")) and r.get("answer_mode") != "error" and \
+        answered = bool(r["has_answer"]) and r.get("answer_mode") != "error" and \
             best.get(r["id"]) is not None and best[r["id"]] >= NOT_FOUND_SCORE
         questions[r["id"]] = _Question(id=r["id"], asked_at=_utc(r["asked_at"]), channel=_channel(r), text=r["text"],
                                        answered=answered)
@@ -268,7 +286,7 @@ def build_dashboard(feedback, *, embed: Callable[[list[str]], np.ndarray] | None
             questions[r["question_id"]].escalated = True
 
     by_day = dict(board.per_day)
-    by_channel: dict[str, Counts] = {}
+    by_channel: dict[str, Counts] = {name: Counts() for name in configured}
     for q in questions.values():
         board.totals.add(q)
         if q.asked_at.date() in by_day:

@@ -26,8 +26,10 @@ def _uri(fig: Figure) -> str:
 
 
 def _short(text: str, n: int = 42) -> str:
+    """A label: one line, at most ``n`` characters, and a ``$`` is a dollar (not matplotlib's math mode)."""
     text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    text = text if len(text) <= n else text[: n - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def per_day_plot(board: Dashboard) -> str:
@@ -128,12 +130,12 @@ def runs_plot(board: Dashboard) -> str:
         if r.status == "promoted":
             for ax in (hit_ax, mrr_ax, count_ax):
                 ax.axvline(r.started_at, color=COLORS["promoted"], alpha=0.5, linewidth=1.5)
-            hit_ax.annotate(f"{r.challenger} promoted", (r.started_at, 1), xycoords=("data", "axes fraction"),
+            hit_ax.annotate(_short(f"{r.challenger} promoted"), (r.started_at, 1), xycoords=("data", "axes fraction"),
                             fontsize=7, color=COLORS["promoted"], rotation=90, va="top", ha="right")
         elif r.status in ("failed", "interrupted"):
             count_ax.plot([r.started_at], [0], "x", color=COLORS["down"], markersize=8)
     if hit_ax.lines:
-        hit_ax.legend(loc="lower right", fontsize=7, ncols=2, frameon=False)
+        hit_ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=7, ncols=4, frameon=False)
     with_counts = [r for r in runs if r.feedback_questions is not None]
     if with_counts:
         count_ax.bar([r.started_at for r in with_counts], [r.real_questions or 0 for r in with_counts], width=0.3,

@@ -101,10 +101,19 @@ def _per_day(board: Dashboard) -> str:
 
 def _per_channel(board: Dashboard) -> str:
     if not board.per_channel:
-        return _section("per-channel", "Questions per channel", _empty("No questions in this window."))
-    rows = "".join(f"<tr><td>{_e(name)}</td>{_counts_cells(c)}</tr>" for name, c in board.per_channel[:50])
-    body = (_img(plots.per_channel_plot(board), "per-channel", "questions per channel") +
-            f"<table><thead><tr><th>channel</th>{COUNT_HEADS}</tr></thead><tbody>{rows}</tbody></table>")
+        return _section("per-channel", "Questions per channel", _empty("No questions in this window, and no "
+                                                                       "channel configured."))
+    setup = board.channel_setup
+    default = setup.get("default", "")
+    cells = (lambda name: f"<td>{_e(setup.get(name, default))}</td>") if setup else (lambda name: "")
+    rows = "".join(f"<tr><td>{_e(name)}</td>{cells(name)}{_counts_cells(c)}</tr>" for name, c in board.per_channel[:50])
+    head = "<th>channel</th>" + ("<th>answers (mode; collections)</th>" if setup else "") + COUNT_HEADS
+    body = f'<table class="channels"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    if board.totals.questions:
+        body = _img(plots.per_channel_plot(board), "per-channel", "questions per channel") + body
+    if setup:
+        body += (f'<p class="note">Direct messages, /ask, the local chat and channels not configured answer with '
+                 f'the default: {_e(default)}.</p>')
     return _section("per-channel", "Questions per channel", body)
 
 
@@ -116,7 +125,9 @@ def _gaps(board: Dashboard) -> str:
     note = (f'<p class="note">{board.gap_questions} questions{_e(grouped)} in {len(board.topics)} topics shown, '
             f'largest first. A topic is named by its most central question.</p>')
     items = []
-    for t in board.topics:
+    groups = [t for t in board.topics if t.questions > 1]
+    singles = [t for t in board.topics if t.questions == 1]
+    for t in groups:
         examples = "".join(f"<li>{_e(g.text)}" + (f" <span class=terms>×{g.times}</span>" if g.times > 1 else "")
                            + "</li>" for g in t.examples)
         channels = ", ".join(f"{_e(name)} ({n})" for name, n in t.channels)
@@ -126,8 +137,14 @@ def _gaps(board: Dashboard) -> str:
                      f'{t.escalated} escalated; in {channels}; last asked '
                      f'{_e(t.last_asked.strftime("%Y-%m-%d %H:%M"))} UTC</span>'
                      f'<ul class="examples">{examples}</ul></li>')
-    body = note + _img(plots.topics_plot(board), "gaps", "the largest gap topics") + \
-        f'<ol class="topics">{"".join(items)}</ol>'
+    body = note + _img(plots.topics_plot(board), "gaps", "the largest gap topics")
+    if items:
+        body += f'<ol class="topics">{"".join(items)}</ol>'
+    if singles:
+        once = "".join(f'<li>{_e(t.label)} <span class="terms">'
+                       f'{"not answered" if t.unanswered else "voted not helpful"}; {_e(t.channels[0][0])}; '
+                       f'{_e(t.last_asked.strftime("%Y-%m-%d"))}</span></li>' for t in singles)
+        body += f'<h3>Asked once</h3><ul class="singles">{once}</ul>'
     return _section("gaps", title, body)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..search_text import terms
 
-__all__ = ["Topic", "group_topics", "THRESHOLD", "MAX_CLUSTERED"]
+__all__ = ["Topic", "group_topics", "VectorMemo", "THRESHOLD", "MAX_CLUSTERED"]
 
 THRESHOLD = 0.55  # cosine distance (1 - cosine) at which groups stop merging
 MAX_CLUSTERED = 1000
@@ -28,6 +28,24 @@ class Topic:
     label: str  # the most central question
     terms: list[str]  # words most of its questions share
     members: list[int] = field(default_factory=list)  # indexes into the questions grouped
+
+
+class VectorMemo:
+    """``embed`` that remembers the vectors of the last ``size`` texts: a page rebuilt every minute embeds
+    only the questions asked since."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], size: int = 4 * MAX_CLUSTERED):
+        self.embed, self.size = embed, size
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, np.asarray(self.embed(missing), dtype=np.float32)))
+        out = np.stack([self.vectors[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+        for text in list(self.vectors)[: max(0, len(self.vectors) - self.size)]:  # the oldest go first
+            del self.vectors[text]
+        return out
 
 
 def _top_terms(texts: list[str], limit: int = 4) -> list[str]:

@@ -12,6 +12,7 @@ Two halves, so that answering a question needs no torch:
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,12 +72,24 @@ class LinearAdapter:
     @classmethod
     def load(cls, directory: Path) -> tuple["LinearAdapter", dict]:
         meta = json.loads((directory / "meta.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{directory}: not a {FORMAT} adapter (format {meta.get('format')!r})")
-        with np.load(directory / "weights.npz") as data:
+        return cls.from_saved((directory / "weights.npz").read_bytes(), meta, str(directory))
+
+    def weights_bytes(self) -> bytes:
+        """weights.npz's content (what ``save`` writes), for a registry that keeps it in a database."""
+        buffer = io.BytesIO()
+        np.savez(buffer, weight=self.weight, bias=self.bias)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_saved(cls, weights: bytes, meta: dict, where: str) -> tuple["LinearAdapter", dict]:
+        """An adapter from weights.npz's bytes and its meta, checked as ``load`` checks files."""
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"{where}: not a {FORMAT} adapter (format {found!r})")
+        with np.load(io.BytesIO(weights)) as data:
             adapter = cls(data["weight"], data["bias"])
         if meta.get("config", {}).get("dim") not in (None, adapter.dim):
-            raise ValueError(f"{directory}: weights do not match the recorded dimension")
+            raise ValueError(f"{where}: weights do not match the recorded dimension")
         return adapter, meta
 
 

@@ -76,11 +76,11 @@ def split_units(store: Store, spec: SplitSpec) -> dict[int, str]:
     """rowid -> the unit hashed into a split: the chunk id or section URL. Units holding copies of
     one text, exact or near (``near_copies``), are merged (union-find), so copies, and with
     ``by="section"`` every chunk of the sections they sit in, fall in one split."""
-    column = "url" if spec.by == "section" else "id"
     key: dict[int, str] = {}
     twins: dict[str, list[int]] = defaultdict(list)
     texts: list[tuple[int, str]] = []
-    for rowid, unit, text in store.conn.execute(f"SELECT rowid, {column}, text FROM chunks"):
+    for chunk in store.iter_chunks(order="rowid"):
+        rowid, unit, text = chunk.rowid, (chunk.url if spec.by == "section" else chunk.id), chunk.text
         key[rowid] = unit
         twins[same_text_key(text)].append(rowid)
         texts.append((rowid, text))

@@ -14,13 +14,13 @@ from ..settings import Settings
 from ..store import Store
 from ..vector_index import MemoryIndex
 from .dataset import Dataset, SplitSpec, split_salt
-from .versions import AdapterRegistry, unfit_for
+from .versions import open_registry, unfit_for
 
 __all__ = ["evaluate_files", "evaluate_test_split"]
 
 
-def _adapter(home: Home, embedder: Embedder, version: str | None):
-    registry = AdapterRegistry(home.adapters_dir)
+def _adapter(home: Home, embedder: Embedder, version: str | None, settings: Settings | None = None):
+    registry = open_registry(home, settings)
     if version:
         adapter, meta = registry.load(version)
         name = version
@@ -51,8 +51,8 @@ def _comparisons(name, index, store, embedder, resolved, adapter, hybrid) -> lis
 
 
 def evaluate_files(store: Store, embedder: Embedder, home: Home, files: list[Path], version: str | None = None,
-                   hybrid: bool = False) -> tuple[list[Comparison], str | None]:
-    name, adapter, _ = _adapter(home, embedder, version)
+                   hybrid: bool = False, settings: Settings | None = None) -> tuple[list[Comparison], str | None]:
+    name, adapter, _ = _adapter(home, embedder, version, settings)
     return _file_comparisons(MemoryIndex(store), store, embedder, files, adapter, hybrid), name
 
 
@@ -70,7 +70,7 @@ def _file_comparisons(index, store, embedder, files, adapter, hybrid) -> list[Co
 def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: Settings, version: str | None = None,
                         extra_files: list[Path] = (), hybrid: bool = False) -> tuple[list[Comparison], str | None]:
     """The held-out synthetic test split (from cached questions), then any extra question files."""
-    name, adapter, meta = _adapter(home, embedder, version)
+    name, adapter, meta = _adapter(home, embedder, version, settings)
     generator, spec = "offline", SplitSpec(salt=split_salt(0))
     if name:
         generator = "llm" if str(meta.get("generator", "")).startswith("llm") else "offline"
@@ -84,7 +84,7 @@ def evaluate_test_split(store: Store, embedder: Embedder, home: Home, settings: 
                                f"fall in different splits), so its test split cannot be rebuilt fairly: "
                                f"train again with `deepmem train`, or score it on your own questions with --queries")
     questions, _ = synthetic_questions(store, settings, generator, progress=False)
-    row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+    row_of = store.chunk_rowids()
     items = [(q.text, tuple(row_of[c] for c in q.positives if c in row_of)) for q in questions]
     data = Dataset.build(store, [("synthetic", items)], spec)
     from .job import _as_resolved

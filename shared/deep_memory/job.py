@@ -36,7 +36,7 @@ from .judge import HeldOut, judge
 from .real_questions import RealQuestion, docs_questions, real_questions, split_real, style_examples
 from .trainer import TrainConfig, train_adapter
 from .training_set import RealMix, add_real
-from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
+from .versions import AdapterError, open_registry, same_split, unfit_for
 
 __all__ = ["TrainOptions", "TrainReport", "run_training", "training_style", "MIN_CHUNKS", "REAL_TEST_SHARE"]
 
@@ -87,23 +87,24 @@ def _file_questions(resolver: Resolver, paths: list[Path], origin: str) -> list[
     return out
 
 
-def _people_questions(home: Home, resolver: Resolver) -> list[RealQuestion]:
+def _people_questions(home: Home, resolver: Resolver, settings: Settings | None = None) -> list[RealQuestion]:
     """What people asked, from the feedback store (nothing when there is none yet)."""
-    from ..feedback.store import FeedbackStore, has_feedback
+    from ..feedback import has_feedback, open_feedback
 
-    return real_questions(FeedbackStore(home).labels(), resolver) if has_feedback(home) else []
+    return real_questions(open_feedback(home, settings).labels(), resolver) if has_feedback(home, settings) else []
 
 
-def _real_split(store: Store, home: Home, resolver: Resolver, options: TrainOptions):
+def _real_split(store: Store, home: Home, resolver: Resolver, options: TrainOptions, settings: Settings | None = None):
     """All real questions (people's, the docs' own, --queries files) and their train / held-out sides."""
-    real = (_people_questions(home, resolver) + docs_questions(store, resolver)
+    real = (_people_questions(home, resolver, settings) + docs_questions(store, resolver)
             + _file_questions(resolver, options.queries, "queries"))
     return (real, *split_real(real, options.config.seed, REAL_TEST_SHARE))
 
 
-def training_style(store: Store, home: Home, options: TrainOptions) -> StyleExamples | None:
+def training_style(store: Store, home: Home, options: TrainOptions, settings: Settings | None = None
+                   ) -> StyleExamples | None:
     """The real questions ``run_training`` will show the LLM generator (for the cost estimate)."""
-    _, train, _ = _real_split(store, home, Resolver(store), options)
+    _, train, _ = _real_split(store, home, Resolver(store), options, settings)
     return style_examples(train, options.config.seed)
 
 
@@ -120,7 +121,7 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
 
     # 1. questions: real, split by question; synthetic (in the style of the real training ones), split by chunk
     resolver = Resolver(store)
-    real, real_train, real_test = _real_split(store, home, resolver, options)
+    real, real_train, real_test = _real_split(store, home, resolver, options, settings)
     generator = resolve_generator(options.generator, settings)
     questions, qinfo = synthetic_questions(store, settings, generator, progress=options.progress,
                                            style=style_examples(real_train, options.config.seed))
@@ -161,7 +162,7 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
                            vectors["val"], data.val, progress=progress)
 
     # 5. evaluate: base, champion, challenger; synthetic test split and real questions
-    registry = AdapterRegistry(home.adapters_dir)
+    registry = open_registry(home, settings)
     champion = None
     champion_note = ""
     try:

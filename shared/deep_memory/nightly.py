@@ -22,6 +22,9 @@
 6. the run is recorded in the feedback database (start, end, counts, metrics, decision, error).
 
 Only one run at a time across processes: a file lock; a second run is recorded as skipped.
+With DEEPMEM_DATABASE_URL (several replicas, each with its scheduler), the lock is a Postgres
+session advisory lock held on a connection of its own for the run: exactly one replica trains,
+and one that dies mid-run releases it with its connection.
 A run still marked running while nobody holds the lock was killed: ``mark_interrupted`` says so
 (every run does it first, and `deepmem runs` does it before listing).
 """
@@ -38,9 +41,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..coverage import calibrate_store
+from ..database import advisory_lock, database_url
 from ..embedders import Embedder, make_embedder
 from ..errors import DeepmemError, StoreError
-from ..coverage import calibrate_store
+from ..feedback import open_feedback
 from ..feedback.store import FeedbackStore, now
 from ..feedback_memory import MemoryParams, Names, tune
 from ..home import Home
@@ -48,7 +53,7 @@ from ..queries import Resolver
 from ..questions import resolve_generator, synthetic_questions
 from ..questions.vectors import embed_questions
 from ..settings import Settings
-from ..store import Store
+from ..store import Store, open_store
 from ..vector_index import MemoryIndex
 from .dataset import Dataset, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy
@@ -56,7 +61,7 @@ from .judge import HeldOut, judge
 from .real_questions import docs_questions, real_questions, split_real, style_examples
 from .training_set import RealMix, add_real
 from .trainer import TrainConfig, train_adapter
-from .versions import AdapterError, AdapterRegistry, same_split, unfit_for
+from .versions import AdapterError, open_registry, same_split, unfit_for
 
 __all__ = ["NightlyConfig", "run_nightly", "RunBusy", "OutOfTime", "mark_interrupted"]
 
@@ -98,8 +103,18 @@ class NightlyConfig:
     train: TrainConfig | None = None
 
 
+TRAINER_LOCK = 0x6465_6570_7472  # the advisory lock's key in the scale-out database: "deeptr"
+
+
 @contextmanager
-def run_lock(home: Home):
+def run_lock(home: Home, settings: Settings | None = None):
+    """Held for a whole run: a file lock in the data directory, or the database's advisory lock."""
+    url = database_url(settings)
+    if url:
+        with advisory_lock(url, TRAINER_LOCK, busy=lambda: RunBusy("another retraining run is in progress"),
+                           application="deepmem trainer"):
+            yield
+        return
     home.locks_dir.mkdir(parents=True, exist_ok=True)
     with open(home.locks_dir / "retrain.lock", "a+") as fh:  # not "w": that would wipe the holder's pid
         try:
@@ -119,12 +134,12 @@ def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = N
                 embedder: Embedder | None = None, log=print) -> dict:
     """One retraining run; always returns its record (also written to the feedback database)."""
     config = config or NightlyConfig()
-    feedback = FeedbackStore(home)
+    feedback = open_feedback(home, settings)
     run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
     record = {"id": run_id, "started_at": now(), "trigger": config.trigger, "pid": os.getpid()}
     try:
-        with run_lock(home):
+        with run_lock(home, settings):
             _mark_interrupted(feedback)
             feedback.record([FeedbackStore.run_op(**record, status="running")])
             result = _run(home, settings, config, embedder, feedback, log, Deadline(config.time_budget_s, started))
@@ -143,10 +158,12 @@ def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = N
     return record
 
 
-def mark_interrupted(home: Home, feedback: FeedbackStore) -> None:
-    """Mark runs killed mid-way as interrupted, unless a run is in progress right now. The run lock is
-    held only to queue the marks (a scheduled run starting meanwhile is never turned away for long), and
-    a mark changes only a run still 'running' when it is applied."""
+def mark_interrupted(home: Home, feedback: FeedbackStore, settings: Settings | None = None) -> None:
+    """Mark runs killed mid-way as interrupted, unless a run is in progress right now: a 'running' row
+    while nobody holds the run lock (the file lock, or the database's advisory lock, which a dead replica's
+    connection gave back) belongs to a run that died. The lock is held only to queue the marks (a scheduled
+    run starting meanwhile is never turned away for long), and a mark changes only a run still 'running'
+    when it is applied."""
     try:
         stale = feedback.rows("SELECT id FROM runs WHERE status = 'running'")
     except DeepmemError:
@@ -154,7 +171,7 @@ def mark_interrupted(home: Home, feedback: FeedbackStore) -> None:
     if not stale:
         return
     try:
-        with run_lock(home):
+        with run_lock(home, settings):
             _record_interrupted(feedback, stale)
     except RunBusy:
         pass
@@ -185,7 +202,7 @@ def _embed(store: Store, embedder: Embedder, texts: list[str], deadline: Deadlin
 def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedder | None, feedback: FeedbackStore,
          log, deadline: Deadline) -> dict:
     embedder = embedder or make_embedder(settings)
-    with Store.open(home.store_path, create=False) as store:
+    with open_store(home, settings, create=False) as store:
         if config.reingest:
             from ..ingest import ingest, reingestable_sources
 
@@ -200,7 +217,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
                 log(f"re-ingested {source.uri}: {report.pages_new} new, {report.pages_changed} changed, "
                     f"{report.pages_removed} removed, {report.pages_failed} failed")
         store.check_embedder(embedder.name, embedder.dim)
-        row_of = dict(store.conn.execute("SELECT id, rowid FROM chunks"))
+        row_of = store.chunk_rowids()
 
         # real questions, split by question: the held-out side is never trained on, nor shown to the generator
         resolver = Resolver(store)
@@ -249,7 +266,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         result = train_adapter(train_cfg, index.rowids, index.matrix, vec["train"], data.train, vec["val"], data.val)
 
         # champion: the active adapter, if comparable; else plain search
-        registry = AdapterRegistry(home.adapters_dir)
+        registry = open_registry(home, settings)
         champion_name, champion = None, None
         try:
             active = registry.load_active()

@@ -19,7 +19,6 @@ chunks is. A page stays one target; it is not every chunk it holds.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -110,9 +109,8 @@ def docs_questions(store: Store, resolver: Resolver | None = None) -> list[RealQ
     resolver = resolver or Resolver(store)
     sections: dict[str, list[tuple[int, str, str, int]]] = defaultdict(list)  # url -> (rowid, id, text, page_id)
     headings: dict[str, str] = {}
-    for rowid, cid, url, page_id, heads, text in store.conn.execute(
-            "SELECT rowid, id, url, page_id, headings, text FROM chunks ORDER BY page_id, ord"):
-        heads = json.loads(heads)
+    for c in store.iter_chunks(order="page"):
+        rowid, cid, url, page_id, heads, text = c.rowid, c.id, c.url, c.page_id, c.headings, c.text
         if heads and QUESTION_HEADING.match(heads[-1].strip()) and len(heads[-1]) <= 200:
             sections[url].append((rowid, cid, text, page_id))
             headings[url] = heads[-1].strip()
@@ -120,9 +118,7 @@ def docs_questions(store: Store, resolver: Resolver | None = None) -> list[RealQ
         return []
     pages = {page_id for members in sections.values() for *_, page_id in members}
     links: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for page_id, target, context in store.conn.execute(
-            f"SELECT page_id, target, context FROM links WHERE page_id IN ({','.join('?' * len(pages))})",
-            sorted(pages)):
+    for page_id, target, _text, context in store.links_from(pages):
         links[page_id].append((target, _norm(context or "")))
     out = []
     for url, members in sections.items():

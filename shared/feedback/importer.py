@@ -37,7 +37,7 @@ def _read(path: Path) -> str:
                              f"save the file as UTF-8 and import it again") from None
 
 
-def import_labels(store: Store, home: Home, path: Path) -> dict:
+def import_labels(store: Store, home: Home, path: Path, settings=None) -> dict:
     """Check the whole file first (an error names file:line and nothing is imported), then spool it."""
     resolver = Resolver(store)
     ops, questions, labels, unresolved = [], 0, 0, []
@@ -80,7 +80,9 @@ def import_labels(store: Store, home: Home, path: Path) -> dict:
         except InvalidFeedback as exc:
             raise QueryFileError(f"{where}: {exc}") from None
         labels += len(rows)
-    feedback = FeedbackStore(home)
+    from . import open_feedback
+
+    feedback = open_feedback(home, settings)
     feedback.record(ops)
     feedback.drain()
     return {"questions": questions, "labels": labels, "unresolved": unresolved}

@@ -8,7 +8,8 @@ checked here, and the spool applies only what passes ``validate``:
 
 - ids are non-empty strings of at most ``MAX_ID`` characters; texts are bounded (a question
   ``MAX_QUESTION``, an answer ``MAX_ANSWER``; diagnostics such as a run's error are cut, not
-  refused); strings must be valid Unicode (no lone surrogates);
+  refused); strings must be valid Unicode (no lone surrogates); a NUL character, which
+  PostgreSQL's text cannot hold, is refused in ids, URLs and names and becomes U+FFFD in prose;
 - timestamps are ISO 8601, between 1970 and one day from now (a vote dated 2999 would win
   "the latest vote counts" for ever), stored with a time zone (UTC when none is given);
 - ranks are integers from 1 to ``MAX_RANK``; a vote is -1, 0 or +1; scores are finite;
@@ -41,7 +42,7 @@ EVENT_COLUMNS = ("id", "question_id", "occurred_at", "user_id", "kind", "value",
                  "target")
 QUESTION_REQUIRED = ("asked_at", "source", "text")  # NOT NULL in the schema: needed to create a question
 RUN_REQUIRED = ("started_at", "status")
-EVENT_KINDS = ("vote", "reaction", "source_click", "label")
+EVENT_KINDS = ("vote", "reaction", "source_click", "label", "escalated")
 RUN_STATUSES = ("running", "promoted", "kept", "skipped", "failed", "interrupted")
 VARIANTS = ("answer", "base")
 
@@ -72,7 +73,10 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _text(field: str, value, limit: int, *, required: bool = False, cut: bool = False) -> str | None:
+def _text(field: str, value, limit: int, *, required: bool = False, cut: bool = False,
+          prose: bool = False) -> str | None:
+    """A bounded string. ``prose`` (what people or a model wrote; diagnostics): a NUL character, which
+    PostgreSQL's text cannot hold, becomes U+FFFD; in an id, a URL or a name it is refused."""
     if value is None:
         if required:
             raise InvalidFeedback(f"{field} is missing")
@@ -83,6 +87,10 @@ def _text(field: str, value, limit: int, *, required: bool = False, cut: bool = 
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidFeedback(f"{field} is not valid Unicode text (it holds a lone surrogate)") from None
+    if "\x00" in value:  # the same in both modes
+        if not (prose or cut):
+            raise InvalidFeedback(f"{field} holds a NUL character (\\x00)")
+        value = value.replace("\x00", "\ufffd")
     if required and not value.strip():
         raise InvalidFeedback(f"{field} is empty")
     if len(value) > limit:
@@ -184,8 +192,8 @@ def _question(row) -> dict:
         "id": _text("question id", row.get("id"), MAX_ID, required=True),
         "asked_at": _timestamp("asked_at", row.get("asked_at")),
         "source": _text("source", row.get("source"), MAX_SHORT),
-        "text": _text("question text", row.get("text"), MAX_QUESTION),
-        "answer": _text("answer", row.get("answer"), MAX_ANSWER),
+        "text": _text("question text", row.get("text"), MAX_QUESTION, prose=True),
+        "answer": _text("answer", row.get("answer"), MAX_ANSWER, prose=True),
         "answer_mode": _text("answer_mode", row.get("answer_mode"), MAX_SHORT),
         "answered_at": _timestamp("answered_at", row.get("answered_at")),
         "latency_ms": _number("latency_ms", row.get("latency_ms"), low=0.0),

@@ -9,6 +9,10 @@ Tables hold what happened; the ``labels`` view says what it means for training:
 - a label (imported, or from the workspace's history): as given, either a chunk id or a
   ``target``: a page URL or url#anchor, resolved to chunks when it is used (one target, found
   when any of its chunks is).
+
+Events of kind ``escalated`` (someone asked for an expert in a thread; value 1 when experts were
+tagged, 0 when none were configured) are not labels: the dashboard counts them. Their id names the
+channel and thread, so a thread is escalated once.
 """
 
 from __future__ import annotations

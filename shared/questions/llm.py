@@ -117,10 +117,9 @@ def _copies(question: str, example: str) -> bool:
 
 
 def _pending(store: Store, generator: str):
-    rows = store.conn.execute("SELECT id, title, headings, text, embed_hash FROM chunks ORDER BY rowid").fetchall()
-    import json
-
-    return [(r[0], r[1], json.loads(r[2]), r[3], cache_key(generator, r[4])) for r in rows]
+    hashes = store.chunk_embed_hashes()
+    return [(c.id, c.title, list(c.headings), c.text, cache_key(generator, hashes[c.id]))
+            for c in store.iter_chunks(order="rowid")]
 
 
 def estimate(store: Store, settings: Settings, style: StyleExamples | None = None) -> dict:

@@ -18,7 +18,6 @@ what someone asks, not a quote of the answer.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections import defaultdict
@@ -81,10 +80,8 @@ def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 
 
 def _load(store: Store) -> list[_Chunk]:
-    rows = store.conn.execute("SELECT c.rowid, c.id, p.url, c.url, c.title, c.headings, c.anchors, c.text, c.ord "
-                              "FROM chunks c JOIN pages p ON p.id = c.page_id ORDER BY p.url, c.ord")
-    return [_Chunk(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), tuple(json.loads(r[6])), r[7], r[8])
-            for r in rows]
+    return [_Chunk(c.rowid, c.id, c.page_url, c.url, c.title, c.headings, c.anchors, c.text, c.ord)
+            for c in store.iter_chunks(order="url")]
 
 
 def _prose_sentences(text: str) -> list[str]:
@@ -159,8 +156,7 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
 
     # links: how other pages describe a section
     page_set = set(pages)
-    for page_url, target, text, context in store.conn.execute(
-            "SELECT p.url, l.target, l.text, l.context FROM links l JOIN pages p ON p.id = l.page_id"):
+    for page_url, target, text, context in store.all_links():
         base, _, anchor = target.partition("#")
         if base == page_url or base not in page_set:
             continue
@@ -267,8 +263,9 @@ def generate_offline(store: Store, seed: int = 0, per_target: int = PER_TARGET) 
 def offline_cache_key(store: Store) -> str:
     """Changes when anything the offline generator reads changes (chunks or links)."""
     digest = hashlib.sha256(f"{OFFLINE_VERSION}\x1f{PER_TARGET}".encode())
-    for (h,) in store.conn.execute("SELECT embed_hash FROM chunks ORDER BY id"):
-        digest.update(h.encode())
-    for row in store.conn.execute("SELECT target, text, context FROM links ORDER BY rowid"):
+    hashes = store.chunk_embed_hashes()
+    for chunk_id in sorted(hashes):
+        digest.update(hashes[chunk_id].encode())
+    for _page_url, *row in store.all_links():
         digest.update("\x1f".join(row).encode())
     return digest.hexdigest()

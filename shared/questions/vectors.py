@@ -34,11 +34,7 @@ def embed_questions(store: Store, embedder: Embedder, texts: list[str],
     keys = [_key(embedder, t) for t in texts]
     found: dict[str, bytes] = {}
     unique = list(dict.fromkeys(keys))
-    with store.lock:
-        for i in range(0, len(unique), 500):
-            part = unique[i:i + 500]
-            found.update(store.conn.execute(
-                f"SELECT key, vector FROM question_vectors WHERE key IN ({','.join('?' * len(part))})", part))
+    found.update(store.question_vectors(unique))
     missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
     for start in range(0, len(missing), SLICE):
         if between is not None:
@@ -46,8 +42,7 @@ def embed_questions(store: Store, embedder: Embedder, texts: list[str],
         part = missing[start:start + SLICE]
         vectors = embedder.embed(part).astype(np.float32)
         rows = [(_key(embedder, t), v.tobytes()) for t, v in zip(part, vectors)]
-        with store.lock, store.transaction():
-            store.conn.executemany("INSERT OR REPLACE INTO question_vectors(key, vector) VALUES (?, ?)", rows)
+        store.put_question_vectors(rows)
         found.update(rows)
     for i, k in enumerate(keys):
         out[i] = np.frombuffer(found[k], dtype=np.float32)

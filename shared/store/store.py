@@ -7,10 +7,8 @@ killed ingest leaves each page either wholly old or wholly new.
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,64 +16,15 @@ import numpy as np
 
 from ..chunking import Chunk
 from ..collections import DEFAULT, check_name
-from ..errors import EmbedderMismatch, StoreError
+from ..errors import StoreError
+from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked
 from .connection import connect, sqlite3, transaction
 from .migrations import SCHEMA_VERSION, migrate
 
 __all__ = ["Store", "StoredChunk", "Source", "PageState"]
 
-
-@dataclass(frozen=True)
-class StoredChunk:
-    rowid: int
-    id: str
-    url: str
-    page_url: str
-    title: str
-    headings: tuple[str, ...]
-    anchors: tuple[str, ...]
-    text: str
-    collection: str = DEFAULT
-
-    @property
-    def heading_path(self) -> str:
-        """The headings above the chunk, below the page title: "Syntax > Examples"."""
-        return " > ".join(h for h in self.headings if h != self.title)
-
-    @property
-    def breadcrumb(self) -> str:
-        """Page title, then the headings: "CREATE TABLE > Syntax > Examples"."""
-        return " > ".join([self.title, *(h for h in self.headings if h != self.title)])
-
-
-@dataclass(frozen=True)
-class Source:
-    id: int
-    uri: str
-    kind: str
-    base_url: str | None
-    options: dict
-    last_ingest_at: str | None
-    collection: str = DEFAULT
-
-
-@dataclass(frozen=True)
-class PageState:
-    id: int
-    source_id: int
-    content_hash: str
-
-
-def _locked(method):
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with self.lock:
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection"
+_locked = locked
+CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection, c.page_id, c.ord"
 CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
 SOURCE_COLUMNS = "id, uri, kind, base_url, options, last_ingest_at, collection"
 
@@ -83,7 +32,7 @@ SOURCE_COLUMNS = "id, uri, kind, base_url, options, last_ingest_at, collection"
 def _chunk(row) -> StoredChunk:
     return StoredChunk(rowid=row[0], id=row[1], url=row[2], page_url=row[3], title=row[4],
                        headings=tuple(json.loads(row[5])), anchors=tuple(json.loads(row[6])), text=row[7],
-                       collection=row[8])
+                       collection=row[8], page_id=row[9], ord=row[10])
 
 
 def _source(row) -> Source:
@@ -97,8 +46,8 @@ def _in_collections(collections: Iterable[str]) -> tuple[str, list[str]]:
             names)
 
 
-class Store:
-    """One connection to the store file. Reads used by concurrent requests (search, fetch) take a
+class Store(DocumentStore):
+    """The SQLite store. One connection to the store file. Reads used by concurrent requests (search, fetch) take a
     lock, so a server may share one Store between its worker threads."""
 
     def __init__(self, conn, path: Path):
@@ -130,14 +79,11 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def transaction(self):
         return transaction(self.conn)
+
+    def checkpoint(self) -> None:
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- meta and embedder -------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -147,26 +93,6 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                           (key, value))
-
-    @property
-    def embedder_name(self) -> str | None:
-        return self.meta("embedder")
-
-    @property
-    def dim(self) -> int | None:
-        value = self.meta("dim")
-        return int(value) if value else None
-
-    def check_embedder(self, name: str, dim: int) -> None:
-        """Refuse to mix vector spaces: the store's embedder must be the configured one."""
-        stored, stored_dim = self.embedder_name, self.dim
-        if stored is None:
-            return
-        if stored != name or (dim and stored_dim != dim):
-            raise EmbedderMismatch(
-                f"this store was built with the embedder {stored} (dimension {stored_dim}), but the configured "
-                f"embedder is {name} (dimension {dim or '?'}). Configure the store's embedder again "
-                f"(DEEPMEM_EMBEDDER), or ingest into a fresh DEEPMEM_HOME.")
 
     def bind_embedder(self, name: str, dim: int) -> None:
         """Record the embedder and create the vector table (first ingest only)."""
@@ -182,12 +108,6 @@ class Store:
                               "DELETE FROM chunk_vectors WHERE rowid = old.rowid; END")
 
     # -- sources and pages --------------------------------------------------------------
-    def upsert_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None,
-                      collection: str | None = None) -> Source:
-        with self.transaction():
-            self.add_source(uri, kind, base_url, options, collection=collection)
-        return self.source(uri)
-
     def add_source(self, uri: str, kind: str, base_url: str | None = None, options: dict | None = None,
                    collection: str | None = None) -> int:
         """Register (or update) a source and return its id. Call inside ``transaction()``.
@@ -200,6 +120,8 @@ class Store:
             "ON CONFLICT(uri) DO UPDATE SET kind=excluded.kind, base_url=excluded.base_url, options=excluded.options, "
             "collection=coalesce(?, sources.collection)",
             (uri, kind, base_url, json.dumps(options or {}, sort_keys=True), name or DEFAULT, name))
+        if name is not None:  # chunks may have changed collection: in-memory copies reload
+            self._bump_version()
         return self.conn.execute("SELECT id FROM sources WHERE uri=?", (uri,)).fetchone()[0]
 
     def source(self, uri: str) -> Source | None:
@@ -259,6 +181,16 @@ class Store:
     def page_owner(self, url: str) -> int | None:
         row = self.conn.execute("SELECT source_id FROM pages WHERE url=?", (url,)).fetchone()
         return row[0] if row else None
+
+    def page_id(self, url: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM pages WHERE url=?", (url,)).fetchone()
+        return row[0] if row else None
+
+    def source_pages(self, source_id: int) -> list[tuple[int, str | None]]:
+        return self.conn.execute("SELECT id, path FROM pages WHERE source_id = ? ORDER BY id", (source_id,)).fetchall()
+
+    def pages_at_path(self, path: str) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM pages WHERE path = ? ORDER BY id", (path,))]
 
     def chunk_ids(self, page_id: int) -> dict[str, int]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT id, rowid FROM chunks WHERE page_id=?", (page_id,))}
@@ -361,11 +293,23 @@ class Store:
                 out[row[1]] = _chunk(row)
         return out
 
-    def iter_chunks(self) -> Iterable[StoredChunk]:
-        rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} "
-                                 f"ORDER BY p.url, c.ord")
+    def iter_chunks(self, order: ChunkOrder = "url") -> Iterable[StoredChunk]:
+        by = {"url": "p.url, c.ord", "rowid": "c.rowid", "page": "c.page_id, c.ord"}[order]
+        rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} ORDER BY {by}")
         for row in rows:
             yield _chunk(row)
+
+    @_locked
+    def chunk_rowids(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT id, rowid FROM chunks"))
+
+    @_locked
+    def chunk_texts(self) -> list[tuple[int, str]]:
+        return self.conn.execute("SELECT rowid, text FROM chunks").fetchall()
+
+    @_locked
+    def chunk_embed_hashes(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT id, embed_hash FROM chunks"))
 
     @_locked
     def vector_search(self, query: np.ndarray, k: int, collections: Iterable[str] | None = None
@@ -375,13 +319,41 @@ class Store:
         if self.embedder_name is None:
             return []
         k = max(1, min(int(k), 4096))  # vec0's limit on k
-        where, params = ("", []) if collections is None else _in_collections(collections)
-        if collections is not None and not params:
+        blob = np.asarray(query, dtype=np.float32).tobytes()
+        if collections is None:
+            rows = self.conn.execute("SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? AND k = ? "
+                                     "ORDER BY distance", (blob, k))
+            return [(rowid, 1.0 - distance) for rowid, distance in rows]
+        names = sorted(set(collections))
+        counts = self._collection_counts()
+        inside, total = sum(counts.get(c, 0) for c in names), sum(counts.values())
+        if not inside:
             return []
-        rows = self.conn.execute("SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? AND k = ? "
-                                 + (f"AND {where} " if where else "") + "ORDER BY distance",
-                                 (np.asarray(query, dtype=np.float32).tobytes(), k, *params))
+        # most of the store: the plain scan, over-fetched, then filtered (a rowid list that long would
+        # cost more than the scan); a small part: vec0 scans only the rowids of those collections
+        deep = min(4096, k * -(-2 * total // inside))
+        if inside * 2 >= total and deep < inside:
+            marks = ",".join("?" * len(names))
+            rows = self.conn.execute(
+                f"SELECT v.rowid, v.distance FROM (SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? "
+                f"AND k = ?) v JOIN chunks c ON c.rowid = v.rowid JOIN pages p ON p.id = c.page_id "
+                f"JOIN sources s ON s.id = p.source_id WHERE s.collection IN ({marks}) "
+                f"ORDER BY v.distance LIMIT ?", (blob, deep, *names, k)).fetchall()
+            if len(rows) == k:
+                return [(rowid, 1.0 - distance) for rowid, distance in rows]
+        where, params = _in_collections(names)
+        rows = self.conn.execute(f"SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? AND k = ? "
+                                 f"AND {where} ORDER BY distance", (blob, k, *params))
         return [(rowid, 1.0 - distance) for rowid, distance in rows]
+
+    def _collection_counts(self) -> dict[str, int]:
+        """Chunks per collection, cached until the vectors change (``vectors_version``)."""
+        version = self.vectors_version()
+        cached = getattr(self, "_counts", None)
+        if cached is None or cached[0] != version:
+            counts = dict(self.conn.execute(f"SELECT s.collection, count(*) FROM {CHUNK_FROM} GROUP BY s.collection"))
+            cached = self._counts = (version, counts)
+        return cached[1]
 
     @_locked
     def text_search(self, query: str, k: int, collections: Iterable[str] | None = None) -> list[tuple[int, float]]:
@@ -442,6 +414,57 @@ class Store:
     def links_to(self, url_prefix: str) -> list[tuple[str, str, str]]:
         return self.conn.execute("SELECT target, text, context FROM links WHERE target LIKE ? ESCAPE '\\'",
                                  (url_prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
+
+    def links_from(self, page_ids: Iterable[int]) -> list[tuple[int, str, str, str]]:
+        ids, out = sorted(set(int(i) for i in page_ids)), []
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            out += self.conn.execute(f"SELECT page_id, target, text, context FROM links WHERE page_id IN "
+                                     f"({','.join('?' * len(part))}) ORDER BY rowid", part).fetchall()
+        return out
+
+    def all_links(self) -> list[tuple[str, str, str, str]]:
+        return self.conn.execute("SELECT p.url, l.target, l.text, l.context FROM links l "
+                                 "JOIN pages p ON p.id = l.page_id ORDER BY l.rowid").fetchall()
+
+    # -- caches of generated questions and question vectors ----------------------------------
+    def cached_questions(self, keys: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            marks = ",".join("?" * len(part))
+            out.update(self.conn.execute(f"SELECT key, payload FROM questions WHERE key IN ({marks})", part))
+        return out
+
+    def cache_questions(self, generator: str, items: dict[str, str]) -> None:
+        if not items:
+            return
+        with self.transaction():
+            self.conn.executemany("INSERT INTO questions(key, generator, payload) VALUES (?, ?, ?) "
+                                  "ON CONFLICT(key) DO UPDATE SET payload=excluded.payload",
+                                  [(k, generator, v) for k, v in items.items()])
+
+    def replace_cached_questions(self, generator: str, key: str, payload: str) -> None:
+        with self.transaction():
+            family = generator.rsplit("-", 1)[0] + "-%"  # older versions of the same generator too
+            self.conn.execute("DELETE FROM questions WHERE generator LIKE ? AND key<>?", (family, key))
+            self.conn.execute("INSERT INTO questions(key, generator, payload) VALUES (?, ?, ?) "
+                              "ON CONFLICT(key) DO UPDATE SET payload=excluded.payload", (key, generator, payload))
+
+    @_locked
+    def question_vectors(self, keys: Sequence[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            out.update(self.conn.execute(
+                f"SELECT key, vector FROM question_vectors WHERE key IN ({','.join('?' * len(part))})", part))
+        return out
+
+    def put_question_vectors(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        with self.lock, self.transaction():
+            self.conn.executemany("INSERT OR REPLACE INTO question_vectors(key, vector) VALUES (?, ?)", list(rows))
 
     def stats(self) -> dict:
         one = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731

@@ -42,6 +42,14 @@ class PostgresServer:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         return url
 
+    def copy_database(self, template_url: str, prefix: str = "c") -> str:
+        """A fresh database copied from another (which must have no open connections); returns its URL."""
+        name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+        template = template_url.split("?", 1)[0].rsplit("/", 1)[1]
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return self.url(name)
+
     def drop_database(self, url: str) -> None:
         name = url.split("?", 1)[0].rsplit("/", 1)[1]
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

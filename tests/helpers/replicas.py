@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from .slack_api import Harness
+from .slack_api import BOT_USER, Harness
 
-__all__ = ["Replica", "replica_env", "start_replicas", "stop_replicas"]
+__all__ = ["Replica", "replica_env", "start_replicas", "stop_replicas", "mention", "answered_by", "question_of",
+           "ask"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = re.compile(r"serving Slack over HTTP at http://127\.0\.0\.1:(\d+)/slack/events")
@@ -52,7 +53,7 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Replica":
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "wb") as log:  # a fresh log: the port read from it is this process's
             self.proc = subprocess.Popen([sys.executable, "-c", "from shared.cli import main; main()", "serve"],
                                          env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -117,3 +118,35 @@ def stop_replicas(replicas: list[Replica]) -> None:
             r.proc.send_signal(signal.SIGTERM)
     for r in replicas:
         r.stop()
+
+
+def mention(text: str, ts: str, user="U_ALICE", channel="C1", thread_ts=None) -> dict:
+    event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}", "ts": ts, "channel": channel,
+             "event_ts": ts}
+    return event | ({"thread_ts": thread_ts} if thread_ts else {})
+
+
+def question_of(post: dict) -> str:
+    """The question id an answer's vote buttons carry."""
+    feedback = next(b for b in post["blocks"] if b.get("block_id") == "feedback")
+    return feedback["elements"][0]["value"]
+
+
+def answered_by(post: dict) -> str | None:
+    """The adapter version an answer was made with, as its context line tells the reader (None: plain search)."""
+    note = post["blocks"][-1]["elements"][0]["text"]
+    return note.split(" · ")[0].removeprefix("deep memory ") if note.startswith("deep memory ") else None
+
+
+async def ask(replica: Replica, api, text: str, ts: str, timeout: float = 60.0) -> tuple[float, float, dict]:
+    """Mention the bot at one replica; (sent, posted, the posted answer), times from ``time.perf_counter``."""
+    sent = time.perf_counter()
+    status, _, _ = await replica.harness.event(mention(text, ts=ts), event_id=f"Ev{ts}")
+    assert status == 200, status
+    deadline = sent + timeout
+    while time.perf_counter() < deadline:
+        post = next((p for p in api.posts() if p.get("thread_ts") == ts), None)
+        if post is not None:
+            return sent, time.perf_counter(), post
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no answer from {replica.name} in {timeout:.0f} s")

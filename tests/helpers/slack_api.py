@@ -4,7 +4,8 @@ Records every call (method, form or JSON arguments, token) and answers like Slac
 auth.test, chat.postMessage (returns a fresh ts), chat.postEphemeral, chat.update,
 conversations.replies (returns the thread as the test seeded it; given the ts of a reply, the
 thread it is in, as Slack does), conversations.info (``channels``: id -> name, public; others are
-not found), chat.getPermalink (an archives URL of the message), and for Socket Mode
+not found), users.info (``users``: id -> fields such as is_admin; others are not found),
+chat.getPermalink (an archives URL of the message), and for Socket Mode
 apps.connections.open (an app-level token gets a WebSocket URL on this server) and the WebSocket
 itself: a hello on connect, then the envelopes a test sends, whose acknowledgements it records.
 Faults: ``refuse_channels`` (chat.postMessage there fails with not_in_channel, as when the bot is
@@ -45,6 +46,7 @@ class SlackAPI:
         self.acks: list[dict] = []  # what the app sent back over Socket Mode
         self.refuse_channels: set[str] = set()
         self.channels: dict[str, dict] = {"C1": {"name": "help-docs"}}  # id -> conversations.info fields
+        self.users: dict[str, dict] = {}  # id -> users.info fields (is_admin, is_owner)
         self.errors: dict[str, str] = {}  # method -> the error it answers with (ok: false), until removed
         self.delay = 0.0
 
@@ -106,6 +108,12 @@ class SlackAPI:
             return web.json_response({"ok": True, "channel": {"id": channel, "is_channel": True, "is_private": False,
                                                               "is_im": False, "is_mpim": False}
                                       | self.channels[channel]})
+        if method == "users.info":
+            user = args.get("user")
+            if user not in self.users:
+                return web.json_response({"ok": False, "error": "user_not_found"})
+            return web.json_response({"ok": True, "user": {"id": user, "is_admin": False, "is_owner": False}
+                                      | self.users[user]})
         if method == "chat.getPermalink":
             channel, ts = args.get("channel"), args.get("message_ts") or ""
             return web.json_response({"ok": True, "channel": channel,
@@ -192,12 +200,12 @@ class Harness:
         return await self.post(event_body(event, event_id or f"Ev{self.n:04d}"), **kw)
 
     async def action(self, action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None,
-                     **kw):
-        return await self.post(**action_request(action_id, value, user=user, action_ts=action_ts, message=message),
-                               **kw)
+                     channel="C1", **kw):
+        return await self.post(**action_request(action_id, value, user=user, action_ts=action_ts, message=message,
+                                                channel=channel), **kw)
 
-    async def command(self, text: str, *, user="U_CAROL", channel="C2", trigger_id="trig-1", **kw):
-        body = urlencode({"command": "/ask", "text": text, "user_id": user, "channel_id": channel, "team_id": TEAM,
+    async def command(self, text: str, *, user="U_CAROL", channel="C2", trigger_id="trig-1", name="/ask", **kw):
+        body = urlencode({"command": name, "text": text, "user_id": user, "channel_id": channel, "team_id": TEAM,
                           "trigger_id": trigger_id, "response_url": f"{self.api.base_url}response"})
         return await self.post(body, content_type="application/x-www-form-urlencoded", **kw)
 
@@ -213,11 +221,12 @@ class Harness:
         return self.runtime.feedback
 
 
-def action_request(action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None) -> dict:
+def action_request(action_id: str, value: str, user="U_ALICE", action_ts=None, message: dict | None = None,
+                   channel="C1") -> dict:
     """The body and content type of a block action (a button pressed in Slack)."""
     payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": user}, "api_app_id": "A0001",
                "trigger_id": f"tr{time.time_ns()}", "container": {"type": "message"}, "message": message or {},
-               "channel": {"id": "C1"}, "actions": [{"action_id": action_id, "block_id": "b", "value": value,
+               "channel": {"id": channel}, "actions": [{"action_id": action_id, "block_id": "b", "value": value,
                                                     "type": "button",
                                                     "action_ts": action_ts or f"{time.time():.6f}"}]}
     return {"body": urlencode({"payload": json.dumps(payload)}), "content_type": "application/x-www-form-urlencoded"}
