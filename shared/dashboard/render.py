@@ -85,6 +85,8 @@ def _summary(board: Dashboard) -> str:
     if board.empty:
         body += _empty(f"No questions and no retraining runs in the last {board.days} days: the feedback log is "
                        f"empty. Questions asked in Slack or the local chat, and nightly runs, appear here.")
+    for note in board.notes:
+        body += _empty(note)
     if board.truncated:
         body += _empty("Only the newest questions of the window were read (the rest is beyond the cap).")
     return _section("summary", "Summary", body)
