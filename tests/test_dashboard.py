@@ -194,6 +194,30 @@ def test_every_run_is_on_the_dashboard_with_its_held_out_metrics(week, embedder)
     assert board.runs[-1].feedback_questions > 0
 
 
+def _held(hit: float, mrr: float, queries: int = 20) -> dict:
+    return {"queries": queries, "hit_rate@10": hit, "mrr@10": mrr}
+
+
+def test_runs_with_metrics_per_collection_show_them(tmp_path):
+    """A run record as the nightly job writes it when the held-out questions span collections."""
+    feedback = FeedbackStore(Home.open(tmp_path / "h"))
+    for day, (status, api, runbooks) in enumerate([("kept", 0.80, 0.70), ("promoted", 0.85, 0.66)], start=1):
+        by = {"api": {"queries": 12, "champion": _held(0.8, 0.6, 12), "challenger": _held(api, 0.6, 12)},
+              "runbooks": {"queries": 9, "champion": _held(0.7, 0.5, 9), "challenger": _held(runbooks, 0.5, 9)}}
+        metrics = {"real": {"queries": 21, "champion": _held(0.75, 0.55), "challenger": _held(0.8, 0.56),
+                            "by_collection": by},
+                   "synthetic": {"queries": 50, "champion": _held(0.6, 0.4), "challenger": _held(0.61, 0.41)}}
+        at = (datetime.now(UTC) - timedelta(days=3 - day)).isoformat()
+        feedback.record([FeedbackStore.run_op(id=f"r{day}", started_at=at, finished_at=at, status=status,
+                                              version=f"v000{day}", metrics=metrics,
+                                              counts={"real_by_origin": {"feedback": 21}, "real_questions": 21})])
+    board = build_dashboard(feedback)
+    assert [r.status for r in board.runs] == ["kept", "promoted"]
+    assert board.runs[1].collections["runbooks"]["challenger"]["hit@10"] == pytest.approx(0.66)
+    page = render_page(board)
+    assert 'data-plot="collections"' in page and "<td>runbooks</td><td>0.700 / 0.500</td><td>0.660 / 0.500</td>" in page
+
+
 # -- the page in a real browser ---------------------------------------------------------------------
 
 def _png_stats(png: bytes) -> tuple[int, float]:
