@@ -95,7 +95,8 @@ def build_runtime(settings: Settings) -> Runtime:
                              settings=settings)
     searcher.adapters.current()  # a damaged active adapter is logged now (once), not at the first question
     qa = QAService(Answerer(searcher, settings), feedback)
-    loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")
+    loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json",
+                          params_from_runs=settings.database_url is not None)  # the nightly job may run elsewhere
     return Runtime(settings=settings, home=home, store=store, embedder=embedder, index=index, feedback=feedback, qa=qa,
                    memory=loader, coordination=open_coordination(settings))
 
