@@ -149,7 +149,8 @@ def build_web_app(runtime: Runtime) -> web.Application:
     runtime.chat = chat_mounted(settings)
     if runtime.chat:
         add_chat_routes(app, runtime.qa, settings)
-        add_admin_routes(app, settings, runtime.feedback, runtime.embedder, runtime.store)  # the same access
+        add_admin_routes(app, settings, runtime.feedback, runtime.embedder, runtime.store,  # the same access
+                         runtime.home)
     else:
         async def health(request: web.Request):
             return web.json_response({"ok": True})
