@@ -490,6 +490,42 @@ async def test_slash_deepmem_configures_a_channel_for_admins_only(home):
         assert set(ChannelConfig.load(home).channels()) == {API}
 
 
+async def test_slash_deepmem_on_one_replica_changes_how_another_answers(home, tmp_path, pg_url):
+    """Two replicas sharing DEEPMEM_DATABASE_URL, each with its own data directory (compose gives each
+    container its own volume): an admin's /deepmem on one is in force on the other within a second."""
+    from shared.home import Home
+    from shared.migrate import migrate_home
+    from shared.settings import load_settings
+
+    from .helpers.slack_api import serving
+
+    migrate_home(Home.open(home), pg_url)  # the three-collection store, in the shared database
+    other_home = tmp_path / "other-replica"
+    other_home.mkdir()
+    api = await SlackAPI().start()
+    api.users.update({ADMIN: {"is_admin": True}})
+
+    def replica(root: Path):
+        return serving(load_settings(home=str(root), database_url=pg_url, slack_bot_token="xoxb-test-token",
+                                     slack_signing_secret=SECRET, port=0, retrain_cron="off"), SECRET, api)
+
+    try:
+        async with replica(home) as one, replica(other_home) as other:
+            question = "How do I restart the payments service?"
+            await other.event(message(question, "1700012000.000001", RUNBOOKS))  # mention mode: not answered
+            assert await settle(other) == []
+            status, _, _ = await one.command("channel mode all", user=ADMIN, channel=RUNBOOKS, trigger_id="adm-1",
+                                             name="/deepmem")
+            assert status == 200 and "answers every question" in await _response(one, 1)
+            await asyncio.sleep(1.1)  # the other replica asks the database at most once a second
+            await other.event(message(question, "1700012001.000001", RUNBOOKS))
+            answer = (await other.wait_posts(1))[0]
+            assert answer["channel"] == RUNBOOKS and answer["thread_ts"] == "1700012001.000001"
+            assert not (home / "channels.json").exists() and not (other_home / "channels.json").exists()
+    finally:
+        await api.stop()
+
+
 def test_the_manifest_has_the_deepmem_command_and_users_read():
     text = (Path(__file__).resolve().parent.parent / "bot" / "manifest.yml").read_text()
     assert "command: /deepmem" in text and "- users:read" in text
