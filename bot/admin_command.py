@@ -161,7 +161,7 @@ def register_admin_command(app, qa: QAService, channels: LiveChannelConfig, trac
                     raise CommandError("the default cannot be reset; change its settings instead")
                 await asyncio.to_thread(channels.update, change)
                 log.info("/deepmem by %s: %s %s", user, target, action)
-            config = channels.current()
+            config = await asyncio.to_thread(channels.current)
             settings = config.default if target == "default" else config.for_channel(target)
             reply = describe(target, settings, target == "default" or config.is_configured(target))
         except DeepmemError as exc:

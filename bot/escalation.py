@@ -49,7 +49,7 @@ class Escalation:
         thread_ts = asked["thread_ts"] or thread_ts
         if not channel:
             return False
-        experts = self.channels.current().for_channel(channel).experts
+        experts = (await asyncio.to_thread(self.channels.current)).for_channel(channel).experts
         tagged = bool(experts)
         where = thread_ts or question_id  # an answer shown only to the asker (/ask) has no thread
         key = self.qa.escalation_id(channel, where, tagged)

@@ -106,9 +106,10 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     resolved = ResolvedThreads(qa, settings, coordination)
     channel_config = LiveChannelConfig(open_channel_config(Home.open(settings.home), settings), on_error=log.warning)
 
-    def settings_for(channel: str) -> ChannelSettings:
-        """A channel's settings; a direct message's are the default."""
-        config = channel_config.current()
+    async def settings_for(channel: str) -> ChannelSettings:
+        """A channel's settings; a direct message's are the default. (In a thread: with replicas, asking
+        the database whether it changed is a query, at most once a second.)"""
+        config = await asyncio.to_thread(channel_config.current)
         return config.default if channel.startswith("D") else config.for_channel(channel)
 
     # -- deliveries and thread state, shared with the other replicas -----------------------
@@ -205,7 +206,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if not await first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
         thread_ts = event.get("thread_ts") or event["ts"]
-        scope = settings_for(event["channel"])
+        scope = await settings_for(event["channel"])
         if scope.mode == "off":
             await outgoing.post_ephemeral(client, channel=event["channel"], user=event.get("user"),
                                           thread_ts=event.get("thread_ts"),
@@ -227,7 +228,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if context.bot_user_id and f"<@{context.bot_user_id}>" in text:
             return  # the app_mention listener answers it
         in_dm = event.get("channel_type") == "im"
-        scope = settings_for(event["channel"])
+        scope = await settings_for(event["channel"])
         answering_here = scope.mode != "off"
         follow_up = answering_here and await bot_thread(event.get("channel"), event.get("thread_ts"))
         # mode "all": every question-like message posted in the channel (not replies in people's threads)
@@ -272,7 +273,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if not text or not await first_time(f"cmd:{command.get('trigger_id')}"):
             return
         channel, user = command["channel_id"], command["user_id"]
-        scope = channel_config.current().default  # /ask answers as DMs do
+        scope = (await asyncio.to_thread(channel_config.current)).default  # /ask answers as DMs do
         if scope.mode == "off":
             await outgoing.respond(respond, text="/ask is switched off (a workspace admin can change that with "
                                                  "/deepmem default mode).")

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -362,6 +363,7 @@ class LiveChannelConfig:
         self._config = source.load()  # a bad configuration at start is an error for the caller
         self._problem: str | None = None
         self._next_poll = clock() + source.poll_interval
+        self._polling = threading.Lock()  # one thread asks; the others meanwhile use what is in force
 
     def _report(self, exc: Exception) -> None:
         if str(exc) != self._problem:
@@ -369,9 +371,15 @@ class LiveChannelConfig:
             self.on_error(f"{exc}; the previous channel configuration stays in force")
 
     def current(self) -> ChannelConfig:
-        now = self._clock()
-        if now < self._next_poll:
+        if self._clock() < self._next_poll or not self._polling.acquire(blocking=False):
             return self._config
+        try:
+            return self._poll()
+        finally:
+            self._polling.release()
+
+    def _poll(self) -> ChannelConfig:
+        now = self._clock()
         self._next_poll = now + self.source.poll_interval
         try:
             stamp = self.source.stamp()

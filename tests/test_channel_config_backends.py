@@ -198,3 +198,24 @@ def test_migrate_copies_channels_json_into_the_database_once(tmp_path, pg_url):
     ChannelConfig.path(home).write_text("{not json")
     with pytest.raises(MigrationError, match="channel configuration was not copied: .*channels.json is not valid JSON"):
         migrate_home(home, pg_url)
+
+
+def test_a_database_that_goes_away_keeps_the_last_good_configuration(postgres_server, tmp_path):
+    from shared.channels_postgres import PostgresChannelConfigStore
+
+    url = postgres_server.create_database()
+    now = [0.0]
+    reports = []
+    store = PostgresChannelConfigStore(url)
+    store.update(lambda c: c.with_channel(RUNBOOKS, ChannelSettings(mode="all")))
+    live = LiveChannelConfig(store, on_error=reports.append, clock=lambda: now[0])
+    postgres_server.drop_database(url)  # its connections are ended with it
+    for step in (1.5, 2.5, 3.5):  # asked at 1.5, then not before RETRY_AFTER (15 s) has passed
+        now[0] = step
+        assert live.current().for_channel(RUNBOOKS).mode == "all"
+    assert len(reports) == 1 and "cannot read the channel configuration in" in reports[0]
+    assert "stays in force" in reports[0] and "\n" not in reports[0]
+    now[0] = 17.0  # asked again: the connection is made again, and the database is gone
+    assert live.current().for_channel(RUNBOOKS).mode == "all"
+    assert len(reports) == 2 and "does not exist" in reports[1] and "\n" not in reports[1]
+    store.close()
