@@ -76,7 +76,7 @@ def list_(app: App, as_json: bool) -> None:
         echo_json(config.to_dict())
         return
     missing: set[str] = set()
-    if app.home.store_path.exists():
+    if app.settings.database_url is not None or app.home.store_path.exists():
         wanted = {c for s in [config.default, *config.channels().values()] for c in s.collections}
         missing = wanted - set(app.store(create=False).collections())
     click.echo(_describe("default", config.default, missing))

@@ -187,13 +187,16 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
             return
         if unasked and not asked.answer.covered:
             return  # recorded (an unanswered question for the docs team), not posted
+        # every replica answers follow-ups in this thread from now on: known before the answer is posted, so a
+        # reply to it (at any replica) can never come first
+        await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id)
         response = await say(answer_text(asked.answer), answer_blocks(asked.question_id, asked.answer))
         ts = None if private else response.get("ts")  # an ephemeral message cannot be reacted to
-        if ts:
+        if isinstance(ts, str) and ts:
             await asyncio.to_thread(qa.posted, asked.question_id, ts)
-        # every replica now answers follow-ups in this thread and finds the question of this message
-        await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id,
-                                message_ts=ts if isinstance(ts, str) and ts else None)
+            # and every replica finds the question of this message (a reaction on it)
+            await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id,
+                                    message_ts=ts)
 
     # -- listeners -----------------------------------------------------------------------
     @app.event("app_mention")

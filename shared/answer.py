@@ -5,6 +5,10 @@ sources the answer cites: those are what a 👍 or 👎 labels. Document text an
 words are untrusted: in the prompt they sit inside delimiters they cannot forge (a fence tag inside
 them is neutralised, ``shared.fences``), the system prompt tells the model to treat them as data,
 and the prompt is cut to the model's context window by counting tokens with tiktoken. When the docs do not contain the answer, the answer says so.
+
+Every answer also says whether the docs seem to cover the question at all (``covered``, with its
+probability ``coverage``: shared.coverage, from the plain search's signals and the store's
+calibration); an extractive answer to a question they do not cover says so instead of quoting.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from .coverage import CoverageModel, signals
 from .fences import fence, one_line
 from .search import Hit, Searcher
 from .search_text import terms
@@ -71,8 +76,9 @@ class Answer:
     more: list[Citation] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     error: str | None = None
-    covered: bool = True  # False: the docs do not seem to cover the question (the bot offers an expert)
-    coverage: float | None = None
+    covered: bool = True  # False: the docs do not seem to cover the question (offer an expert instead)
+    coverage: float | None = None  # the probability that they do (None: not judged)
+    coverage_signals: dict | None = None  # what it was judged on (shared.coverage.Signals)
 
     @property
     def cited_sources(self) -> list[Citation]:
@@ -93,7 +99,8 @@ class Answer:
         return {"question": self.question, "answer": self.text, "mode": self.mode, "adapter": self.adapter,
                 "sources": [s.to_dict() | {"cited": s.n in self.cited} for s in self.sources],
                 "shown": [s.n for s in self.shown_sources], "more": [s.to_dict() for s in self.more],
-                "timings": {k: round(v, 2) for k, v in self.timings.items()}, "error": self.error}
+                "timings": {k: round(v, 2) for k, v in self.timings.items()}, "error": self.error,
+                "covered": self.covered, "coverage": None if self.coverage is None else round(self.coverage, 4)}
 
 
 def _search_text(question: str, history: list[tuple[str, str]]) -> str:
@@ -116,7 +123,11 @@ class Answerer:
     # -- retrieval ------------------------------------------------------------------------
     def retrieve(self, question: str, history: list[tuple[str, str]] = (), collections=None
                  ) -> tuple[list[Hit], list[Hit] | None, str | None, dict]:
-        text = _search_text(question, list(history))
+        hits, base, adapter, timings, _ = self._retrieve(_search_text(question, list(history)), collections)
+        return hits, base, adapter, timings
+
+    def _retrieve(self, text: str, collections=None):
+        """(hits, base hits or None, adapter, timings, plain hits): plain = no adapter, no feedback memory."""
         t0 = time.perf_counter()
         vector = self.searcher.embedder.embed_query(text)
         result = self.searcher.search(text, self.k + self.more, vector=vector, collections=collections)
@@ -124,18 +135,37 @@ class Answerer:
         if result.adapter is not None:  # the same embedding, without the adapter: cheap
             base = self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False,
                                         collections=collections).hits
+        plain = base
+        if plain is None:
+            memory = self.searcher.memory
+            plain = result.hits if memory is None or not len(memory) else \
+                self.searcher.search(text, self.k + self.more, vector=vector, deep_memory=False,
+                                     collections=collections).hits
         hits = result.hits
         if len(hits) == self.k + self.more:  # a corpus this small shows everything anyway
             hits = hits + self.searcher.text_alternatives(text, result.vector, {h.chunk.rowid for h in hits},
                                                           self.explore, first_rank=len(hits) + 1,
                                                           collections=collections)
-        return hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}
+        return hits, base, result.adapter, {"retrieval_ms": (time.perf_counter() - t0) * 1e3}, plain
+
+    def coverage(self, text: str, plain: list[Hit], collections=None) -> tuple[bool, float, dict]:
+        """Do the docs (of ``collections``: None, all) cover ``text``? (decision, probability, signals),
+        with the store's calibration."""
+        model = CoverageModel.load(self.searcher.store)
+        measured = signals(self.searcher.store, text, [h.score for h in plain], [h.chunk.url for h in plain],
+                           collections=self.searcher.collections(collections))
+        covered, p = model.decide(measured)
+        return covered, p, measured.to_dict()
 
     # -- answering ------------------------------------------------------------------------
     def answer(self, question: str, history: list[tuple[str, str]] = (), collections=None) -> Answer:
         """``collections``: answer from these collections only (None: every one)."""
         started = time.perf_counter()
-        retrieved, base, adapter, timings = self.retrieve(question, history, collections)
+        searched = _search_text(question, list(history))
+        retrieved, base, adapter, timings, plain = self._retrieve(searched, collections)
+        t = time.perf_counter()
+        covered, coverage, measured = self.coverage(searched, plain, collections) if plain else (False, 0.0, None)
+        timings["coverage_ms"] = (time.perf_counter() - t) * 1e3
         hits = retrieved[:self.k]
         citations = [Citation.from_chunk(i + 1, h.chunk, h.rank, h.score) for i, h in enumerate(retrieved)]
         sources, more = citations[:self.k], citations[self.k:]
@@ -147,20 +177,21 @@ class Answerer:
                 mode = "llm"
             except Exception as exc:  # the LLM is down or slow: answer from the passages instead
                 error = f"LLM unavailable ({exc.__class__.__name__}); extractive answer"
-                text, mode = self._extractive(question, hits), "extractive"
+                text, mode = self._extractive(question, hits, covered), "extractive"
             timings["generation_ms"] = (time.perf_counter() - t) * 1e3
         else:
-            text, mode = self._extractive(question, hits), "extractive"
+            text, mode = self._extractive(question, hits, covered), "extractive"
         cited = sorted({int(n) for n in CITE.findall(text) if 1 <= int(n) <= len(sources)})
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
         return Answer(question=question, text=text, sources=sources, cited=cited, mode=mode, adapter=adapter,
-                      base_hits=base, more=more, timings=timings, error=error)
+                      base_hits=base, more=more, timings=timings, error=error, covered=covered, coverage=coverage,
+                      coverage_signals=measured)
 
-    def _extractive(self, question: str, hits: list[Hit]) -> str:
+    def _extractive(self, question: str, hits: list[Hit], covered: bool = True) -> str:
         if not hits:
             return "I could not find anything about this in the documentation."
         wanted = set(terms(question))
-        if hits[0].score < NOT_FOUND_SCORE:
+        if not covered or hits[0].score < NOT_FOUND_SCORE:
             return ("The documentation does not seem to cover this. The closest sections are listed below: "
                     + " ".join(f"[{i + 1}]" for i in range(min(3, len(hits)))))
         scored = []

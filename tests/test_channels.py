@@ -533,3 +533,20 @@ def test_a_running_bot_reads_changes_and_keeps_the_last_good_configuration(tmp_p
     assert (tmp_path / "channels.json").read_text() == "{not json"
     (tmp_path / "channels.json").unlink()
     assert live.current().channels() == {}
+
+
+async def test_a_question_the_docs_do_not_cover_gets_an_expert_button_and_all_mode_stays_quiet(home):
+    pytest.importorskip("shared.coverage", reason="Answer.covered is decided by shared.coverage (the coverage helper)")
+    configure(home, RUNBOOKS, mode="all", experts=(EXPERT,))
+    async with serving_bot(SECRET) as slack:
+        await slack.event(mention("What is the capital city of Mongolia?", "1700010000.000001", RUNBOOKS))
+        post = (await slack.wait_posts(1))[0]
+        assert post["text"].startswith("*The docs do not seem to cover this.*")
+        ids = [b.get("block_id") for b in post["blocks"] if b["type"] == "actions"]
+        assert "escalate" in ids and "feedback" not in ids
+        # asked in the channel, not of the bot: recorded, not answered when the docs do not cover it
+        await slack.event(message("Which football team won the 1998 world cup final?", "1700010000.000002", RUNBOOKS))
+        await slack.event(message("How do I restart the payments service?", "1700010000.000003", RUNBOOKS))
+        posts = await slack.wait_posts(2)
+        assert len(await settle(slack, 1.0)) == 2 and posts[1]["thread_ts"] == "1700010000.000003"
+        assert len(slack.feedback().questions()) == 3

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..coverage import calibrate_store
 from ..embedders import Embedder
 from ..errors import DeepmemError, EmptyStore
 from ..evaluation import Comparison, evaluate
@@ -209,6 +210,10 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
         "metrics": [c.to_dict() for c in comparisons], "judge": verdict.sets,
         "decision": reason, "champion": champion[0] if champion else None,
     }
+    covered = [i for i, q in enumerate(held_out) if q.targets]  # the docs answer them: covered by construction
+    coverage = calibrate_store(store, index, [held_out[i].text for i in covered], held_real.vectors[covered],
+                               [e.text for e in data.test], vectors["test"], seed=options.config.seed)
+    meta["coverage"] = {"threshold": round(coverage.threshold, 4), **coverage.calibration}
     version = None
     activated = False
     if result.best_epoch >= 0:

@@ -16,7 +16,9 @@
    them beyond the noise is never promoted, and an active one that does is switched off. Noise
    = the standard error of the per-question difference (paired), reported with every decision;
 5. promotion is an atomic pointer swap: a running bot picks the new adapter up at its next
-   question; the feedback memory's settings are re-tuned and saved the same way;
+   question; the feedback memory's settings are re-tuned and saved the same way, and the
+   coverage decision ("do the docs cover this question?", shared.coverage) is calibrated on the
+   store's own held-out questions and kept in the store;
 6. the run is recorded in the feedback database (start, end, counts, metrics, decision, error).
 
 Only one run at a time across processes: a file lock; a second run is recorded as skipped.
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..coverage import calibrate_store
 from ..database import advisory_lock, database_url
 from ..embedders import Embedder, make_embedder
 from ..errors import DeepmemError, StoreError
@@ -245,12 +248,13 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         index = MemoryIndex(store)
         vec = {s: _embed(store, embedder, [e.text for e in getattr(data, s)], deadline)
                for s in ("train", "val", "test")}
+        collection_of = _collections(store, [q.positives for q in real_test] + [e.positives for e in data.test])
         held_real = HeldOut("real", _embed(store, embedder, [q.text for q in real_test], deadline),
                             [q.targets for q in real_test], [q.avoid for q in real_test],
-                            [q.exclude for q in real_test])
+                            [q.exclude for q in real_test], [collection_of(q.positives) for q in real_test])
         nothing = [frozenset()] * len(data.test)
         held_synthetic = HeldOut("synthetic", vec["test"], [[frozenset(e.positives)] for e in data.test], nothing,
-                                 nothing)
+                                 nothing, [collection_of(e.positives) for e in data.test])
 
         train_cfg = config.train or TrainConfig(seed=config.seed)
         train_cfg.time_budget_s = deadline.left() - 0.1 * config.time_budget_s  # a tenth kept for evaluating
@@ -298,9 +302,23 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
             reason += f"; {champion_name} loses to plain search on held-out real questions: switched off"
         params, memory_report = _tune_memory(index, store, embedder, data, vec)
         params.save(home.root / "memory.json", {"tuned_at": now(), "report": memory_report})
+        covered_real = [i for i, q in enumerate(real_test) if q.targets]  # a question with an answer in the docs
+        coverage = calibrate_store(store, index, [real_test[i].text for i in covered_real],
+                                   held_real.vectors[covered_real], [e.text for e in data.test], vec["test"],
+                                   seed=config.seed, at=now())
         log(f"{'promoted' if promote else 'kept ' + champion_label}: {reason}")
         return {"status": "promoted" if promote else "kept", "version": version, "champion": champion_name,
-                "decision": reason, "counts": counts, "metrics": verdict.sets | {"memory": params.__dict__}}
+                "decision": reason, "counts": counts,
+                "metrics": verdict.sets | {"memory": params.__dict__,
+                                           "coverage": {"threshold": round(coverage.threshold, 4),
+                                                        **coverage.calibration}}}
+
+
+def _collections(store: Store, answers: list[tuple[int, ...]]):
+    """A function: the chunks that answer a question -> the collections they belong to."""
+    chunks = store.chunks_by_rowid(sorted({r for rowids in answers for r in rowids}))
+    of = {r: getattr(c, "collection", "default") for r, c in chunks.items()}
+    return lambda rowids: frozenset(of[r] for r in rowids if r in of)
 
 
 def _tune_memory(index: MemoryIndex, store: Store, embedder: Embedder, data: Dataset, vec: dict
