@@ -46,7 +46,7 @@ def add_admin_routes(app: web.Application, settings: Settings, feedback, embedde
             built = pages.get(days)
             if built is None or time.monotonic() - built[0] > CACHE_SECONDS:
                 page = await asyncio.to_thread(dashboard_page, feedback, embed=embed, store=store, home=home,
-                                                 days=days)
+                                                 days=days, settings=settings)
                 pages[days] = built = (time.monotonic(), page)
         return web.Response(text=built[1], content_type="text/html", headers=HEADERS)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from shared.channels import ChannelConfigFile
+from shared.channels import LiveChannelConfig
 from shared.qa import QAService
 
 from . import outgoing
@@ -29,7 +29,7 @@ QUOTED = 300  # characters of the question quoted when the experts are tagged
 
 
 class Escalation:
-    def __init__(self, qa: QAService, channels: ChannelConfigFile, claim=None, release=None):
+    def __init__(self, qa: QAService, channels: LiveChannelConfig, claim=None, release=None):
         """``claim``: an async function, True for the first claim of a key (across replicas);
         ``release``: an async function giving a claim back (tagging failed: the next click may try)."""
         self.qa = qa

@@ -42,7 +42,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from shared.channels import ChannelConfigFile, ChannelSettings
+from shared.channels import ChannelSettings, LiveChannelConfig, open_channel_config
 from shared.coordination import Coordination, MemoryCoordination
 from shared.errors import ConfigError
 from shared.history import RESOLVED_REACTIONS, THANKS, is_question
@@ -104,7 +104,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     track = (in_flight if in_flight is not None else InFlight()).track
     coordination = coordination if coordination is not None else MemoryCoordination()
     resolved = ResolvedThreads(qa, settings, coordination)
-    channel_config = ChannelConfigFile(Home.open(settings.home), on_error=log.warning)
+    channel_config = LiveChannelConfig(open_channel_config(Home.open(settings.home), settings), on_error=log.warning)
 
     def settings_for(channel: str) -> ChannelSettings:
         """A channel's settings; a direct message's are the default."""
