@@ -85,7 +85,8 @@ class QAService:
                                       team_id=team_id, channel_id=channel_id, thread_ts=thread_ts,
                                       dedupe_key=dedupe_key, text=text, answer=answer.text, answer_mode=answer.mode,
                                       adapter_version=answer.adapter, answered_at=now(),
-                                      latency_ms=(time.perf_counter() - started) * 1e3, error=answer.error),
+                                      latency_ms=(time.perf_counter() - started) * 1e3, error=answer.error,
+                                      covered=answer.covered, coverage=answer.coverage),
             FeedbackStore.retrievals_op(question_id, "answer", [
                 {"rank": s.rank, "chunk_id": s.chunk_id, "url": s.url, "score": s.score, "cited": s.n in answer.cited}
                 for s in [*answer.sources, *answer.more]]),

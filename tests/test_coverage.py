@@ -67,6 +67,22 @@ def test_sqlite_questions_are_covered_and_off_topic_ones_are_not(qa):
     assert cooking.to_dict()["covered"] is False and 0.0 <= cooking.to_dict()["coverage"] < DEFAULT.threshold
     assert set(cooking.coverage_signals) == {"top", "margin", "agreement", "term_share"}
     assert cooking.coverage_signals["term_share"] < 0.5  # "knead", "bread", "dough": not in the SQLite docs
+    qa.feedback.drain()
+    recorded = {q["text"]: q for q in qa.feedback.questions()}  # what the dashboard counts as unanswered
+    assert recorded[cooking.question]["covered"] is False
+    assert recorded[cooking.question]["coverage"] == pytest.approx(cooking.coverage)
+    assert recorded[covered[0].question]["covered"] is covered[0].covered
+
+
+def test_a_recorded_coverage_is_validated():
+    from shared.feedback.ops import InvalidFeedback, question_op
+
+    ok = question_op(id="q1", asked_at="2026-01-01T00:00:00+00:00", source="web", text="q", covered=False,
+                     coverage=0.2)
+    assert ok["row"]["covered"] is False and ok["row"]["coverage"] == 0.2
+    for bad in ({"covered": "no"}, {"coverage": 1.5}, {"coverage": -0.1}):
+        with pytest.raises(InvalidFeedback):
+            question_op(id="q1", asked_at="2026-01-01T00:00:00+00:00", source="web", text="q", **bad)
 
 
 def test_a_calibration_in_the_store_is_what_ask_uses(qa, store_copy):

@@ -11,9 +11,10 @@
 - every retraining run of the window: held-out hit@10 and MRR@10 of champion and challenger (real
   questions, and the synthetic split as a diagnostic), the decision, and the feedback it learned from.
 
-A question is *answered* when it got an answer and the best section retrieved for it reaches the
-answerer's own threshold (``shared.answer.NOT_FOUND_SCORE``: below it the answer says the docs do not
-seem to cover the question). Everything is bounded: ``MAX_QUESTIONS`` per window, the newest
+A question is *answered* when it got an answer and the docs seemed to cover it (the answer's own
+decision, ``covered``: shared.coverage); a question recorded before that decision existed counts as
+answered when the best section retrieved for it reaches ``shared.answer.NOT_FOUND_SCORE``.
+Everything is bounded: ``MAX_QUESTIONS`` per window, the newest
 ``MAX_CLUSTERED`` gap questions grouped, ``MAX_RUNS`` runs.
 """
 
@@ -273,8 +274,9 @@ def build_dashboard(feedback, *, embed: Callable[[list[str]], np.ndarray] | None
     best = {r["question_id"]: r["best"] for r in feedback.rows(Q.BEST_SCORES, window)}
     questions: dict[str, _Question] = {}
     for r in rows:
-        answered = bool(r["has_answer"]) and r.get("answer_mode") != "error" and \
-            best.get(r["id"]) is not None and best[r["id"]] >= NOT_FOUND_SCORE
+        judged = r.get("covered")  # the answer's own coverage decision; older questions: the best score
+        answered = bool(r["has_answer"]) and r.get("answer_mode") != "error" and (
+            bool(judged) if judged is not None else best.get(r["id"]) is not None and best[r["id"]] >= NOT_FOUND_SCORE)
         questions[r["id"]] = _Question(id=r["id"], asked_at=_utc(r["asked_at"]), channel=_channel(r), text=r["text"],
                                        answered=answered)
     for r in feedback.rows(Q.VOTES, window):

@@ -12,7 +12,7 @@ __all__ = ["QUESTIONS", "BEST_SCORES", "VOTES", "ESCALATIONS", "RETRIEVED", "CLI
 IN_WINDOW = "SELECT id FROM questions WHERE asked_at >= ? AND asked_at < ?"
 
 # the newest questions of the window, at most ``limit``
-QUESTIONS = ("SELECT id, asked_at, source, channel_id, user_id, text, answer_mode, "
+QUESTIONS = ("SELECT id, asked_at, source, channel_id, user_id, text, answer_mode, covered, "
              "CASE WHEN answer IS NULL OR answer = '' THEN 0 ELSE 1 END AS has_answer "
              "FROM questions WHERE asked_at >= ? AND asked_at < ? ORDER BY asked_at DESC, id LIMIT ?")
 

@@ -35,7 +35,7 @@ __all__ = ["InvalidFeedback", "validate", "question_op", "retrievals_op", "event
 
 QUESTION_COLUMNS = ("id", "asked_at", "source", "user_id", "team_id", "channel_id", "thread_ts", "message_ts",
                     "dedupe_key", "text", "answer", "answer_mode", "adapter_version", "answered_at", "latency_ms",
-                    "error")
+                    "error", "covered", "coverage")
 RUN_COLUMNS = ("id", "started_at", "finished_at", "trigger", "status", "pid", "version", "champion", "decision",
                "counts", "metrics", "error", "seconds")
 EVENT_COLUMNS = ("id", "question_id", "occurred_at", "user_id", "kind", "value", "chunk_id", "rank", "detail",
@@ -144,6 +144,12 @@ def _integer(field: str, value, low: int, high: int, *, required: bool = False) 
     return int(value)
 
 
+def _flag(field: str, value) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidFeedback(f"{field} must be true or false, not {_show(value)}")
+
+
 def _number(field: str, value, *, low: float | None = None) -> float | None:
     if value is None:
         return None
@@ -198,7 +204,11 @@ def _question(row) -> dict:
         "answered_at": _timestamp("answered_at", row.get("answered_at")),
         "latency_ms": _number("latency_ms", row.get("latency_ms"), low=0.0),
         "error": _text("error", row.get("error"), MAX_NOTE, cut=True),
+        "covered": _flag("covered", row.get("covered")),
+        "coverage": _number("coverage", row.get("coverage"), low=0.0),
     }
+    if out["coverage"] is not None and out["coverage"] > 1.0:
+        raise InvalidFeedback(f"coverage is a probability (0 to 1), not {out['coverage']}")
     for key in ("user_id", "team_id", "channel_id", "thread_ts", "message_ts", "dedupe_key", "adapter_version"):
         out[key] = _text(key, row.get(key), MAX_ID)
     if out["text"] is not None and not out["text"].strip():

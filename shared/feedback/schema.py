@@ -128,6 +128,12 @@ MIGRATIONS = [
     FROM events e JOIN questions q ON q.id = e.question_id
     WHERE e.kind = 'label' AND e.value <> 0;
     """,
+    # 4: whether the docs seemed to cover each question (shared.coverage): the answer's own decision,
+    # so the dashboard counts unanswered questions as the bot judged them
+    """
+    ALTER TABLE questions ADD COLUMN covered BOOLEAN;
+    ALTER TABLE questions ADD COLUMN coverage DOUBLE;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -256,7 +256,8 @@ class PostgresStore(DocumentStore):
 
     def bind_embedder(self, name: str, dim: int) -> None:
         """Record the embedder and give the vector column its dimension (first ingest). The HNSW index
-        comes later, when the corpus outgrows exact search (``build_vector_index``)."""
+        comes when the corpus outgrows exact search (``build_vector_index``): at the end of the ingest
+        that takes it past ``exact_limit``, or here when rows were bulk-loaded before binding."""
         self.check_embedder(name, dim)
         if self.embedder_name is not None:
             return
@@ -269,6 +270,7 @@ class PostgresStore(DocumentStore):
             self.set_meta("embedder", name)
             self.set_meta("dim", str(int(dim)))
             self._x(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(dim)})")
+        self.build_vector_index(if_needed=True)  # rows bulk-loaded before binding: index them now
 
     def build_vector_index(self, *, if_needed: bool = False) -> bool:
         """Build the HNSW index (cosine) on the vectors, concurrently (writers go on meanwhile); with
