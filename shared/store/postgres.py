@@ -49,6 +49,16 @@ __all__ = ["PostgresStore", "EXACT_LIMIT", "EF_SEARCH", "SCHEMA_VERSION"]
 EXACT_LIMIT = 10_000  # chunks searched (the corpus, or the collections asked) below which search is exact
 EF_SEARCH = 400  # HNSW candidate list: recall@10 0.9875 of exact at 100k real-shaped chunks (bench/vector_scale)
 MAX_EF_SEARCH = 1000  # pgvector's limit
+# An HNSW build keeps its graph in maintenance_work_mem and falls back to a much slower on-disk build
+# once it is full: pgvector 0.6 took 2,048 bytes per 384-d vector (bench/SCALE.md, 1M chunks: 2 GB).
+INDEX_BYTES_PER_CHUNK = 2_200
+INDEX_BUILD_MEMORY_MB = (512, 16_384)  # the least and the most a build asks for
+
+
+def index_build_memory_mb(chunks: int) -> int:
+    """maintenance_work_mem for building the index over ``chunks`` vectors: the whole graph, bounded."""
+    low, high = INDEX_BUILD_MEMORY_MB
+    return int(min(high, max(low, -(-chunks * INDEX_BYTES_PER_CHUNK // 2**20))))
 NOW = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection, c.page_id, c.ord"
 CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
@@ -291,7 +301,8 @@ class PostgresStore(DocumentStore):
             try:
                 if state is not None:  # a build that was interrupted leaves an invalid index behind
                     self._x("DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_hnsw")
-                self._x("SET maintenance_work_mem = '512MB'")
+                chunks = self._one("SELECT count(*) FROM chunks")[0]
+                self._x(f"SET maintenance_work_mem = '{index_build_memory_mb(chunks)}MB'")
                 self._x("CREATE INDEX CONCURRENTLY IF NOT EXISTS chunks_embedding_hnsw ON chunks "
                         "USING hnsw (embedding vector_cosine_ops)")
                 self._x("RESET maintenance_work_mem")
