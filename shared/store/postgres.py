@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - psycopg is a dependency
 __all__ = ["PostgresStore", "EXACT_LIMIT", "EF_SEARCH", "SCHEMA_VERSION"]
 
 EXACT_LIMIT = 10_000  # chunks searched (the corpus, or the collections asked) below which search is exact
-EF_SEARCH = 400  # HNSW candidate list: recall@10 0.9875 of exact at 100k real-shaped chunks (bench/vector_scale)
+EF_SEARCH = 400  # HNSW candidate list: recall@10 of exact 0.986 at 100k, 0.955 at 1M real-shaped chunks (bench/SCALE.md)
 MAX_EF_SEARCH = 1000  # pgvector's limit
 # An HNSW build keeps its graph in maintenance_work_mem and falls back to a much slower on-disk build
 # once it is full: pgvector 0.6 took 2,048 bytes per 384-d vector (bench/SCALE.md, 1M chunks: 2 GB).
