@@ -1,4 +1,11 @@
-"""Helpers for benchmarks: machine facts, percentiles, saving results, a scratch copy of a store."""
+"""Helpers for benchmarks: machine facts, percentiles, saving results, a scratch copy of a store.
+
+The benchmarks of quality and learning (deep_memory, learning_week, real_questions, feedback_now,
+rephrase, vector_quantisation, ...) run on a single-machine data directory (store.db, feedback.duckdb,
+adapters/) opened directly, whatever DEEPMEM_DATABASE_URL says: they measure the method, which is the
+same on both backends. The Postgres arms are in ingest_throughput (--backends), search_latency,
+vector_scale and replicas.
+"""
 
 from __future__ import annotations
 

@@ -19,9 +19,10 @@ FAQ and 181 drawn (seeded) from the offline generator's questions over the demo 
 further from the chunks than chunks sit from each other, which is the hard case for a graph index.
 
 **Arms.** (a) pgvector HNSW through ``shared.store.postgres.PostgresStore``: its schema, the rows
-bulk-loaded into its ``chunks`` with binary COPY, then ``bind_embedder`` builds its index (``hnsw
+bulk-loaded into its ``chunks`` with binary COPY, then ``bind_embedder`` and ``build_vector_index`` (``hnsw
 (embedding vector_cosine_ops)``: pgvector's defaults m=16, ef_construction=64, what the store ships and
-what pgvector's docs start from) with maintenance_work_mem 6GB and one parallel worker (2 cores);
+what pgvector's docs start from) with one parallel worker (2 cores) and the maintenance_work_mem the
+store sets (512MB; the first 1M run, on its own table, had 6GB);
 queried one question at a time with ``vector_search`` for ``ef_search`` in a sweep, and the same SELECT
 alone for comparison; PostgreSQL 16 + pgvector 0.6.2 from the pgserver wheel, started as
 tests/helpers/postgres.py does, restarted with shared_buffers 4GB. ``--hnsw-variants`` adds other
@@ -49,6 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -177,13 +179,19 @@ def quality(found: list[list[int]], base: np.ndarray, queries: np.ndarray, truth
     return {"recall@10": round(float(np.mean(hits)), 4), "similarity_ratio": round(float(np.mean(ratios)), 4)}
 
 
-def timed(search, queries: np.ndarray) -> tuple[list[list[int]], list[float]]:
+def timed(search, queries: np.ndarray, server_pid: int | None = None) -> tuple[list[list[int]], list[float]]:
+    """(results, wall seconds per query); ``cpu_ms`` of the last call: CPU time per query of this process
+    plus the Postgres backend ``server_pid``, a cost that the machine's other load does not inflate."""
     found, times = [], []
+    backend = psutil.Process(server_pid) if server_pid else None
+    cpu = time.process_time() + (sum(backend.cpu_times()[:2]) if backend else 0.0)
     for q in queries:
         t = time.perf_counter()
         rows = search(q)
         times.append(time.perf_counter() - t)
         found.append(rows)
+    cpu = time.process_time() + (sum(backend.cpu_times()[:2]) if backend else 0.0) - cpu
+    timed.cpu_ms = round(cpu / max(1, len(queries)) * 1e3, 3)
     return found, times
 
 
@@ -235,16 +243,18 @@ def sweep(store, base, queries, truth_sims, ef_values: list[int]) -> list[dict]:
     def query_only(q):
         return [r[0] for r in store.conn.execute(QUERY, (q, K), prepare=True)]
 
+    pid = store.conn.info.backend_pid
     store.ef_search = max(ef_values)
     timed(search, queries)  # warm the cache with the widest search
     rows = []
     for ef in ef_values:
         store.ef_search = ef
-        found, times = timed(search, queries)
-        store.conn.execute(f"SET hnsw.ef_search = {int(ef)}")
-        _, alone = timed(query_only, queries)
+        found, times = timed(search, queries, pid)
         row = {"ef_search": ef, **quality(found, base, queries, truth_sims), **summary_ms(times),
-               "query_only": summary_ms(alone), "load": load()}
+               "cpu_ms": timed.cpu_ms}
+        store.conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+        _, alone = timed(query_only, queries, pid)
+        row |= {"query_only": summary_ms(alone) | {"cpu_ms": timed.cpu_ms}, "load": load()}
         print(f"    ef_search={ef}: {json.dumps(row)}", flush=True)
         rows.append(row)
     return rows
@@ -275,8 +285,14 @@ def pgvector_arm(server, base: np.ndarray, queries: np.ndarray, truth_sims: np.n
         conn.execute(f"SET {name} = '{value}'")
     out["load_before_build"] = load()
     t = time.perf_counter()
-    store.bind_embedder("vector-scale-bench", DIM)  # vector -> vector(384), then the HNSW index over the rows
+    store.bind_embedder("vector-scale-bench", DIM)  # vector -> vector(384) (and, in older stores, the index)
     out["bind_embedder_s"] = round(time.perf_counter() - t, 1)
+    if hasattr(store, "build_vector_index"):  # the store builds the index itself once the corpus is large
+        t = time.perf_counter()
+        store.build_vector_index()
+        out["build_vector_index_s"] = round(time.perf_counter() - t, 1)
+        out["settings"] = PG_SETTINGS | {"max_parallel_maintenance_workers": BUILD_SETTINGS[
+            "max_parallel_maintenance_workers"], "maintenance_work_mem": "as build_vector_index sets it"}
     out["load_after_build"] = load()
     index_ddl = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (HNSW_INDEX,)).fetchone()[0]
     out["index_ddl"] = index_ddl
@@ -284,13 +300,15 @@ def pgvector_arm(server, base: np.ndarray, queries: np.ndarray, truth_sims: np.n
     out["table_mb"] = round(conn.execute("SELECT pg_table_size('chunks')").fetchone()[0] / 1e6, 1)
     plan = conn.execute("EXPLAIN " + QUERY, (queries[0], K)).fetchall()
     out["uses_index"] = any(HNSW_INDEX in r[0] for r in plan)
-    print(f"  pgvector m=16 ef_construction=64: bind_embedder {out['bind_embedder_s']} s, index {out['index_mb']} MB",
-          flush=True)
+    print(f"  pgvector m=16 ef_construction=64: bind_embedder {out['bind_embedder_s']} s, build_vector_index "
+          f"{out.get('build_vector_index_s')} s, index {out['index_mb']} MB", flush=True)
     out["sweep"] = sweep(store, base, queries, truth_sims, ef_values)
     if exact_queries:  # the store's exact path (a scan with index scans off), as it runs for small corpora
         store.exact_limit, limit = len(base) + 1, store.exact_limit
-        found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:exact_queries])
-        out["exact_scan"] = {**quality(found, base, queries[:exact_queries], truth_sims), **summary_ms(times)}
+        found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:exact_queries],
+                             conn.info.backend_pid)
+        out["exact_scan"] = {**quality(found, base, queries[:exact_queries], truth_sims), **summary_ms(times),
+                             "cpu_ms_without_parallel_workers": timed.cpu_ms}
         store.exact_limit = limit
     out["variants"] = []
     for m, ef_construction in variants:
@@ -326,7 +344,7 @@ def sqlite_vec_arm(store: Store, path: Path, base, queries, truth_sims, n_querie
     store.vector_search(queries[0], K)  # warm
     found, times = timed(lambda q: [r for r, _ in store.vector_search(q, K)], queries[:n_queries])
     return {"fill_s": round(fill_s, 1), "file_mb": round(path.stat().st_size / 1e6, 1),
-            **quality(found, base, queries[:n_queries], truth_sims), **summary_ms(times),
+            **quality(found, base, queries[:n_queries], truth_sims), **summary_ms(times), "cpu_ms": timed.cpu_ms,
             "queries_measured": n_queries, "load": load()}
 
 
@@ -337,7 +355,7 @@ def memory_arm(store: Store, base, queries, truth_sims) -> dict:
     index.search(queries[0], K, collapse=False)  # warm
     found, times = timed(lambda q: [r for r, _ in index.search(q, K, collapse=False)], queries)
     out = {"load_s": round(load_s, 2), "matrix_mb": round(index.matrix.nbytes / 1e6, 1),
-           **quality(found, base, queries, truth_sims), **summary_ms(times), "load": load()}
+           **quality(found, base, queries, truth_sims), **summary_ms(times), "cpu_ms": timed.cpu_ms, "load": load()}
     return out  # the index's matrix is freed here
 
 
@@ -422,14 +440,18 @@ def main() -> None:
                            "median similarity to the nearest real chunk matches the real chunks' own"},
         "queries": {"count": len(texts), **origin},
         "latency": "client wall time per query, one query at a time, query embedding excluded; p50/p95 of one run",
+        "cpu_ms": "CPU time per query (mean): this process, plus the Postgres backend for pgvector; the machine's "
+                  "other load inflates wall time far more than this",
         "recall": "share of the 10 results whose true cosine similarity reaches the exact 10th best (numpy, float32)",
     })
-    sizes_done = {r["chunks"]: r for r in result.get("sizes", [])}
     scratch = Path(tempfile.mkdtemp(prefix="deepmem-vscale-"))
     server = start_postgres(scratch / "pgdata")
     try:
         for n in sizes:
-            sizes_done[n] = run_size(n, real, synth, queries, args, server, scratch)
+            row = run_size(n, real, synth, queries, args, server, scratch)
+            # re-read: a run for another size may have saved meanwhile
+            saved = json.loads(path.read_text()).get("sizes", []) if path.exists() else []
+            sizes_done = {r["chunks"]: r for r in saved} | {n: row}
             result["sizes"] = [sizes_done[k] for k in sorted(sizes_done)]
             save(args.name, result)
     finally:

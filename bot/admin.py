@@ -27,7 +27,7 @@ HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-O
            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 
-def add_admin_routes(app: web.Application, settings: Settings, feedback, embedder, store=None) -> None:
+def add_admin_routes(app: web.Application, settings: Settings, feedback, embedder, store=None, home=None) -> None:
     access = Access(settings)
     pages: dict[int, tuple[float, str]] = {}  # days -> (built at, page)
     building = asyncio.Lock()
@@ -45,7 +45,8 @@ def add_admin_routes(app: web.Application, settings: Settings, feedback, embedde
         async with building:
             built = pages.get(days)
             if built is None or time.monotonic() - built[0] > CACHE_SECONDS:
-                page = await asyncio.to_thread(dashboard_page, feedback, embed=embed, store=store, days=days)
+                page = await asyncio.to_thread(dashboard_page, feedback, embed=embed, store=store, home=home,
+                                                 days=days, settings=settings)
                 pages[days] = built = (time.monotonic(), page)
         return web.Response(text=built[1], content_type="text/html", headers=HEADERS)
 

@@ -12,7 +12,8 @@
 Anyone may look (``show``); only workspace admins and owners (``users.info``: is_admin, is_owner)
 may change anything, others are told so. A named channel is checked with ``conversations.info``;
 collections with the store. Replies are ephemeral (the command's response_url). The change goes through
-``ChannelConfigFile.update`` (locked, atomic), the same as `deepmem channels set`.
+``LiveChannelConfig.update`` (locked, atomic; in the shared database with several replicas), the same as
+`deepmem channels set`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 
 from slack_sdk.errors import SlackApiError
 
-from shared.channels import ChannelConfig, ChannelConfigFile, ChannelSettings, check_collections, check_expert
+from shared.channels import ChannelConfig, ChannelSettings, LiveChannelConfig, check_collections, check_expert
 from shared.errors import DeepmemError
 from shared.qa import QAService
 
@@ -108,7 +109,7 @@ def describe(target: str, s: ChannelSettings, configured: bool = True) -> str:
         f"{outgoing.escape(', '.join(s.collections)) if s.collections else 'every collection'}; experts: {experts}")
 
 
-def register_admin_command(app, qa: QAService, channels: ChannelConfigFile, track, first_time) -> None:
+def register_admin_command(app, qa: QAService, channels: LiveChannelConfig, track, first_time) -> None:
     async def ack_admin(ack):
         await ack()
 
@@ -160,7 +161,7 @@ def register_admin_command(app, qa: QAService, channels: ChannelConfigFile, trac
                     raise CommandError("the default cannot be reset; change its settings instead")
                 await asyncio.to_thread(channels.update, change)
                 log.info("/deepmem by %s: %s %s", user, target, action)
-            config = channels.current()
+            config = await asyncio.to_thread(channels.current)
             settings = config.default if target == "default" else config.for_channel(target)
             reply = describe(target, settings, target == "default" or config.is_configured(target))
         except DeepmemError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from shared.channels import ChannelConfig, ChannelSettings, check_channel_id, check_collections
+from shared.channels import ChannelConfig, ChannelSettings, check_channel_id, check_collections, open_channel_config
 from shared.cli import App, echo_json, json_option, pass_app
 from shared.errors import ConfigError
 
@@ -71,12 +71,13 @@ def list_(app: App, as_json: bool) -> None:
 
         deepmem channels list --json
     """
-    config = ChannelConfig.load(app.home)
+    with open_channel_config(app.home, app.settings) as where:
+        config = where.load()
     if as_json:
         echo_json(config.to_dict())
         return
     missing: set[str] = set()
-    if app.home.store_path.exists():
+    if app.settings.database_url is not None or app.home.store_path.exists():
         wanted = {c for s in [config.default, *config.channels().values()] for c in s.collections}
         missing = wanted - set(app.store(create=False).collections())
     click.echo(_describe("default", config.default, missing))
@@ -125,7 +126,8 @@ def set_(app: App, channel: str | None, is_default: bool, collections: str | Non
                                 experts=() if no_experts else _names(experts))
         return config.with_default(settings) if is_default else config.with_channel(channel, settings)
 
-    config = ChannelConfig.update(app.home, change)
+    with open_channel_config(app.home, app.settings) as where:
+        config = where.update(change)
     settings = config.default if is_default else config.for_channel(channel)
     if as_json:
         echo_json({"channel": channel or "default", **settings.to_dict()})
@@ -144,7 +146,8 @@ def unset(app: App, channel: str, as_json: bool) -> None:
 
         deepmem channels unset C0123ABCD
     """
-    ChannelConfig.update(app.home, lambda config: config.without_channel(channel))
+    with open_channel_config(app.home, app.settings) as where:
+        where.update(lambda config: config.without_channel(channel))
     if as_json:
         echo_json({"channel": channel, "removed": True})
     else:

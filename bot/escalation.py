@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from shared.channels import ChannelConfigFile
+from shared.channels import LiveChannelConfig
 from shared.qa import QAService
 
 from . import outgoing
@@ -29,7 +29,7 @@ QUOTED = 300  # characters of the question quoted when the experts are tagged
 
 
 class Escalation:
-    def __init__(self, qa: QAService, channels: ChannelConfigFile, claim=None, release=None):
+    def __init__(self, qa: QAService, channels: LiveChannelConfig, claim=None, release=None):
         """``claim``: an async function, True for the first claim of a key (across replicas);
         ``release``: an async function giving a claim back (tagging failed: the next click may try)."""
         self.qa = qa
@@ -49,7 +49,7 @@ class Escalation:
         thread_ts = asked["thread_ts"] or thread_ts
         if not channel:
             return False
-        experts = self.channels.current().for_channel(channel).experts
+        experts = (await asyncio.to_thread(self.channels.current)).for_channel(channel).experts
         tagged = bool(experts)
         where = thread_ts or question_id  # an answer shown only to the asker (/ask) has no thread
         key = self.qa.escalation_id(channel, where, tagged)

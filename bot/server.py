@@ -95,7 +95,8 @@ def build_runtime(settings: Settings) -> Runtime:
                              settings=settings)
     searcher.adapters.current()  # a damaged active adapter is logged now (once), not at the first question
     qa = QAService(Answerer(searcher, settings), feedback)
-    loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json")
+    loader = MemoryLoader(memory, feedback, store, embedder, home.root / "memory.json",
+                          params_from_runs=settings.database_url is not None)  # the nightly job may run elsewhere
     return Runtime(settings=settings, home=home, store=store, embedder=embedder, index=index, feedback=feedback, qa=qa,
                    memory=loader, coordination=open_coordination(settings))
 
@@ -148,7 +149,8 @@ def build_web_app(runtime: Runtime) -> web.Application:
     runtime.chat = chat_mounted(settings)
     if runtime.chat:
         add_chat_routes(app, runtime.qa, settings)
-        add_admin_routes(app, settings, runtime.feedback, runtime.embedder, runtime.store)  # the same access
+        add_admin_routes(app, settings, runtime.feedback, runtime.embedder, runtime.store,  # the same access
+                         runtime.home)
     else:
         async def health(request: web.Request):
             return web.json_response({"ok": True})

@@ -42,7 +42,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from shared.channels import ChannelConfigFile, ChannelSettings
+from shared.channels import ChannelSettings, LiveChannelConfig, open_channel_config
 from shared.coordination import Coordination, MemoryCoordination
 from shared.errors import ConfigError
 from shared.history import RESOLVED_REACTIONS, THANKS, is_question
@@ -104,11 +104,12 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     track = (in_flight if in_flight is not None else InFlight()).track
     coordination = coordination if coordination is not None else MemoryCoordination()
     resolved = ResolvedThreads(qa, settings, coordination)
-    channel_config = ChannelConfigFile(Home.open(settings.home), on_error=log.warning)
+    channel_config = LiveChannelConfig(open_channel_config(Home.open(settings.home), settings), on_error=log.warning)
 
-    def settings_for(channel: str) -> ChannelSettings:
-        """A channel's settings; a direct message's are the default."""
-        config = channel_config.current()
+    async def settings_for(channel: str) -> ChannelSettings:
+        """A channel's settings; a direct message's are the default. (In a thread: with replicas, asking
+        the database whether it changed is a query, at most once a second.)"""
+        config = await asyncio.to_thread(channel_config.current)
         return config.default if channel.startswith("D") else config.for_channel(channel)
 
     # -- deliveries and thread state, shared with the other replicas -----------------------
@@ -187,13 +188,16 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
             return
         if unasked and not asked.answer.covered:
             return  # recorded (an unanswered question for the docs team), not posted
+        # every replica answers follow-ups in this thread from now on: known before the answer is posted, so a
+        # reply to it (at any replica) can never come first
+        await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id)
         response = await say(answer_text(asked.answer), answer_blocks(asked.question_id, asked.answer))
         ts = None if private else response.get("ts")  # an ephemeral message cannot be reacted to
-        if ts:
+        if isinstance(ts, str) and ts:
             await asyncio.to_thread(qa.posted, asked.question_id, ts)
-        # every replica now answers follow-ups in this thread and finds the question of this message
-        await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id,
-                                message_ts=ts if isinstance(ts, str) and ts else None)
+            # and every replica finds the question of this message (a reaction on it)
+            await asyncio.to_thread(coordination.remember_thread, channel, thread_ts, question_id=asked.question_id,
+                                    message_ts=ts)
 
     # -- listeners -----------------------------------------------------------------------
     @app.event("app_mention")
@@ -202,7 +206,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if not await first_time(body.get("event_id") or event.get("client_msg_id") or event["ts"]):
             return
         thread_ts = event.get("thread_ts") or event["ts"]
-        scope = settings_for(event["channel"])
+        scope = await settings_for(event["channel"])
         if scope.mode == "off":
             await outgoing.post_ephemeral(client, channel=event["channel"], user=event.get("user"),
                                           thread_ts=event.get("thread_ts"),
@@ -224,7 +228,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if context.bot_user_id and f"<@{context.bot_user_id}>" in text:
             return  # the app_mention listener answers it
         in_dm = event.get("channel_type") == "im"
-        scope = settings_for(event["channel"])
+        scope = await settings_for(event["channel"])
         answering_here = scope.mode != "off"
         follow_up = answering_here and await bot_thread(event.get("channel"), event.get("thread_ts"))
         # mode "all": every question-like message posted in the channel (not replies in people's threads)
@@ -269,7 +273,7 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         if not text or not await first_time(f"cmd:{command.get('trigger_id')}"):
             return
         channel, user = command["channel_id"], command["user_id"]
-        scope = channel_config.current().default  # /ask answers as DMs do
+        scope = (await asyncio.to_thread(channel_config.current)).default  # /ask answers as DMs do
         if scope.mode == "off":
             await outgoing.respond(respond, text="/ask is switched off (a workspace admin can change that with "
                                                  "/deepmem default mode).")

@@ -10,10 +10,19 @@ Each configured channel has a ``ChannelSettings``:
   question and someone asks for an expert.
 
 ``default`` holds the settings of direct messages, ``/ask`` and every channel not configured.
-The configuration lives in ``$DEEPMEM_HOME/channels.json``; it is written atomically (a
-temporary file renamed into place) under a file lock, so the CLI and the bot can both change it.
-A file that cannot be read is a one-line ``ConfigError`` naming the file and the problem; it is
-never overwritten. Collection names are checked against the store by callers (``check_collections``).
+Where it lives is a ``ChannelConfigStore``, picked by ``open_channel_config(home, settings)``:
+
+- ``FileChannelConfigStore`` (no DEEPMEM_DATABASE_URL): ``$DEEPMEM_HOME/channels.json``, written
+  atomically (a temporary file renamed into place) under a file lock, so the CLI and the bot can
+  both change it;
+- ``PostgresChannelConfigStore`` (``shared.channels_postgres``, DEEPMEM_DATABASE_URL): one row of the
+  shared database holding the same JSON document and a version, changed in a transaction that locks
+  the row, so every replica sees one configuration and concurrent changes are never lost.
+
+Both check the document the same way: one that cannot be read is a one-line ``ConfigError`` naming
+where it lives and the problem, and it is never overwritten. ``LiveChannelConfig`` is the
+configuration as a running bot sees it (read again when it changes). Collection names are checked
+against the store by callers (``check_collections``).
 """
 
 from __future__ import annotations
@@ -23,16 +32,20 @@ import json
 import os
 import re
 import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .collections import check_name
-from .errors import ConfigError
+from .errors import ConfigError, DeepmemError
 from .home import Home
 
-__all__ = ["ChannelSettings", "ChannelConfig", "ChannelConfigFile", "MODES", "check_channel_id", "check_expert",
+__all__ = ["ChannelSettings", "ChannelConfig", "ChannelConfigStore", "FileChannelConfigStore", "LiveChannelConfig",
+           "ChannelConfigFile", "open_channel_config", "parse_document", "MODES", "check_channel_id", "check_expert",
            "check_collections", "FILE_NAME"]
 
 FILE_NAME = "channels.json"
@@ -44,7 +57,7 @@ GROUP_ID = re.compile(r"^S[A-Z0-9]{6,20}$")
 MAX_CHANNELS = 10_000
 MAX_COLLECTIONS = 64
 MAX_EXPERTS = 25
-MAX_FILE = 4 * 1024 * 1024
+MAX_FILE = 4 * 1024 * 1024  # bytes of the JSON document, in a file or in the database
 SETTINGS_KEYS = ("collections", "mode", "ephemeral", "experts")
 
 
@@ -190,6 +203,13 @@ class ChannelConfig:
             parsed[channel] = ChannelSettings.from_dict(settings, f"{where}: channel {channel}")
         return ChannelConfig(config.default, tuple(sorted(parsed.items())))
 
+    def to_json(self) -> str:
+        """The document both stores keep; ConfigError when it would be larger than either reads back."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        if len(text.encode("utf-8")) > MAX_FILE:
+            raise ConfigError(f"the channel configuration would be larger than {MAX_FILE // (1024 * 1024)} MB")
+        return text
+
     # -- the file ----------------------------------------------------------------------------
     @staticmethod
     def path(home) -> Path:
@@ -206,22 +226,16 @@ class ChannelConfig:
             return cls()
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if len(raw) > MAX_FILE:
-            raise ConfigError(f"{path} is larger than {MAX_FILE // (1024 * 1024)} MB: not a channel configuration")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid JSON ({exc}); fix it or move it aside") from None
-        return cls.from_dict(data, str(path))
+        return parse_document(raw, str(path), "fix it or move it aside")
 
     def save(self, home) -> None:
         """Write atomically: readers see the old file or the new one, never half of one."""
         path = self.path(home)
+        text = self.to_json()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{FILE_NAME}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=2, ensure_ascii=False)
-                fh.write("\n")
+                fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -250,38 +264,149 @@ class ChannelConfig:
             return config
 
 
-class ChannelConfigFile:
-    """The configuration as a long-running process sees it: read again when the file changes
-    (``deepmem channels set`` while the bot runs). A file made unreadable meanwhile keeps the last
-    good configuration in force and is reported once through ``on_error``."""
+def parse_document(raw: bytes | str | None, where: str, fix: str = "fix it") -> ChannelConfig:
+    """The configuration in a stored JSON document (None: nothing stored yet, the defaults), checked the
+    same way whichever store holds it; a one-line ConfigError naming ``where`` otherwise."""
+    if raw is None:
+        return ChannelConfig()
+    raw = raw.encode("utf-8") if isinstance(raw, str) else raw
+    if len(raw) > MAX_FILE:
+        raise ConfigError(f"{where} is larger than {MAX_FILE // (1024 * 1024)} MB: not a channel configuration")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{where} is not valid JSON ({exc}); {fix}") from None
+    return ChannelConfig.from_dict(data, where)
 
-    def __init__(self, home, on_error: Callable[[str], None] | None = None):
+
+# -- where the configuration lives ------------------------------------------------------------------
+
+class ChannelConfigStore(ABC):
+    """The channel configuration of a deployment: read, changed under a lock, and a cheap stamp that
+    differs whenever it changed."""
+
+    where: str  # named in errors
+    poll_interval: float = 0.0  # seconds a running bot may go without asking for the stamp
+
+    @abstractmethod
+    def load(self) -> ChannelConfig:
+        """The configuration (the defaults when none is stored); ConfigError when it cannot be read."""
+
+    @abstractmethod
+    def update(self, change: Callable[[ChannelConfig], ChannelConfig]) -> ChannelConfig:
+        """Load, apply ``change`` and store, as one step no other change interleaves with (the CLI and
+        every replica may change it at once). When ``change`` raises, or the stored configuration cannot
+        be read, nothing is written."""
+
+    @abstractmethod
+    def stamp(self):
+        """A value that differs after every change (None: nothing stored)."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FileChannelConfigStore(ChannelConfigStore):
+    """``$DEEPMEM_HOME/channels.json`` (one machine; the single-process mode)."""
+
+    def __init__(self, home):
         self.home = home
-        self.on_error = on_error or (lambda message: None)
-        self._seen = self._stamp()
-        self._config = ChannelConfig.load(home)  # a bad file at start is an error for the caller
-        self._problem: str | None = None
+        self.where = str(ChannelConfig.path(home))
 
-    def _stamp(self):
+    def load(self) -> ChannelConfig:
+        return ChannelConfig.load(self.home)
+
+    def update(self, change):
+        return ChannelConfig.update(self.home, change)
+
+    def stamp(self):
         try:
             st = ChannelConfig.path(self.home).stat()
             return st.st_mtime_ns, st.st_size, st.st_ino
         except FileNotFoundError:
             return None
 
+
+def open_channel_config(home, settings=None) -> ChannelConfigStore:
+    """The channel configuration of this deployment: in the shared database when ``settings.database_url``
+    is set (every replica sees the same), else in ``home``'s channels.json."""
+    from .database import database_url
+
+    url = database_url(settings)
+    if url:
+        from .channels_postgres import PostgresChannelConfigStore
+
+        return PostgresChannelConfigStore(url)
+    return FileChannelConfigStore(home)
+
+
+class LiveChannelConfig:
+    """The configuration as a long-running process sees it: read again when it changes (`deepmem
+    channels set`, or `/deepmem` on another replica), asking for the stamp at most every
+    ``poll_interval`` seconds. A configuration made unreadable meanwhile (or a database that cannot be
+    reached) keeps the last good one in force and is reported once through ``on_error``."""
+
+    RETRY_AFTER = 15.0  # seconds before asking again after the store could not be reached
+
+    def __init__(self, source: ChannelConfigStore, on_error: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.source = source
+        self.on_error = on_error or (lambda message: None)
+        self._clock = clock
+        self._seen = source.stamp()
+        self._config = source.load()  # a bad configuration at start is an error for the caller
+        self._problem: str | None = None
+        self._next_poll = clock() + source.poll_interval
+        self._polling = threading.Lock()  # one thread asks; the others meanwhile use what is in force
+
+    def _report(self, exc: Exception) -> None:
+        if str(exc) != self._problem:
+            self._problem = str(exc)
+            self.on_error(f"{exc}; the previous channel configuration stays in force")
+
     def current(self) -> ChannelConfig:
-        stamp = self._stamp()
+        if self._clock() < self._next_poll or not self._polling.acquire(blocking=False):
+            return self._config
+        try:
+            return self._poll()
+        finally:
+            self._polling.release()
+
+    def _poll(self) -> ChannelConfig:
+        now = self._clock()
+        self._next_poll = now + self.source.poll_interval
+        try:
+            stamp = self.source.stamp()
+        except DeepmemError as exc:  # the database is unreachable: ask again a little later
+            self._next_poll = now + max(self.source.poll_interval, self.RETRY_AFTER)
+            self._report(exc)
+            return self._config
         if stamp != self._seen:
             try:
-                self._config = ChannelConfig.load(self.home)
+                self._config = self.source.load()
                 self._seen, self._problem = stamp, None
-            except ConfigError as exc:
-                if str(exc) != self._problem:
-                    self._problem = str(exc)
-                    self.on_error(f"{exc}; the previous channel configuration stays in force")
+            except DeepmemError as exc:
+                self._report(exc)
         return self._config
 
     def update(self, change: Callable[[ChannelConfig], ChannelConfig]) -> ChannelConfig:
-        self._config = ChannelConfig.update(self.home, change)
-        self._seen, self._problem = self._stamp(), None
+        self._config = self.source.update(change)
+        self._seen, self._problem = object(), None  # read again next time: another change may have followed
+        self._next_poll = 0.0
         return self._config
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class ChannelConfigFile(LiveChannelConfig):
+    """``LiveChannelConfig`` over ``home``'s channels.json."""
+
+    def __init__(self, home, on_error: Callable[[str], None] | None = None):
+        super().__init__(FileChannelConfigStore(home), on_error)

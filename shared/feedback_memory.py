@@ -42,9 +42,16 @@ class MemoryParams:
     @classmethod
     def load(cls, path: Path) -> "MemoryParams":
         try:
-            data = json.loads(path.read_text())
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return cls()
+
+    @classmethod
+    def from_dict(cls, data) -> "MemoryParams":
+        """The settings in ``data`` (memory.json, or a run record's metrics["memory"]); defaults when unusable."""
+        try:
             return cls(float(data["threshold"]), float(data["boost"]), float(data["penalty"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return cls()
 
 
@@ -187,13 +194,19 @@ class MemoryLoader:
 
     ``refresh`` is cheap when nothing changed; the bot calls it every few seconds, so a 👎 and a
     click on the right source count from the next question on.
+
+    With ``params_from_runs`` (Postgres mode: the nightly job may run on another machine, whose
+    memory.json this one never sees) the settings are those the latest finished retraining run
+    tuned and recorded in the shared feedback log (its metrics["memory"]).
     """
 
-    def __init__(self, memory: FeedbackMemory, feedback, store, embedder, params_path: Path, policy=None):
+    def __init__(self, memory: FeedbackMemory, feedback, store, embedder, params_path: Path, policy=None, *,
+                 params_from_runs: bool = False):
         from .deep_memory.feedback_data import FeedbackPolicy
 
         self.memory, self.feedback, self.store, self.embedder = memory, feedback, store, embedder
         self.params_path = params_path
+        self.params_from_runs = params_from_runs
         self.policy = policy or FeedbackPolicy()
         self._key = None
         self._vectors: dict[str, np.ndarray] = {}
@@ -206,11 +219,8 @@ class MemoryLoader:
 
         # a cheap summary first: the labels themselves are read only when something changed
         summary = self.feedback.rows("SELECT count(*) AS n, max(occurred_at) AS last FROM labels")[0]
-        try:
-            params_mtime = self.params_path.stat().st_mtime_ns
-        except FileNotFoundError:
-            params_mtime = 0
-        key = (summary["n"], str(summary["last"] or ""), params_mtime, self.store.vectors_version())
+        params_key, params = self._params()
+        key = (summary["n"], str(summary["last"] or ""), params_key, self.store.vectors_version())
         if key == self._key:
             return False
         labels = self.feedback.labels()
@@ -222,7 +232,7 @@ class MemoryLoader:
         if missing:
             for text, vector in zip(missing, self.embedder.embed(missing)):
                 self._vectors[text] = vector
-        self.memory.params = MemoryParams.load(self.params_path)
+        self.memory.params = params()
         if entries:
             self.memory.set(np.stack([self._vectors[text] for text, _, _ in entries]),
                             [pos for _, pos, _ in entries], [neg for _, _, neg in entries],
@@ -231,6 +241,24 @@ class MemoryLoader:
             self.memory.set(np.zeros((0, self.embedder.dim), np.float32), [], [])
         self._key = key
         return True
+
+    def _params(self) -> tuple[object, Callable[[], MemoryParams]]:
+        """What identifies the current settings (cheap to ask), and how to read them."""
+        if not self.params_from_runs:
+            try:
+                mtime = self.params_path.stat().st_mtime_ns
+            except FileNotFoundError:
+                mtime = 0
+            return mtime, lambda: MemoryParams.load(self.params_path)
+        rows = self.feedback.rows("SELECT id, metrics FROM runs WHERE status IN ('promoted', 'kept') "
+                                  "ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1")
+        if not rows:
+            return None, MemoryParams
+        try:
+            tuned = json.loads(rows[0]["metrics"] or "{}").get("memory")
+        except (ValueError, AttributeError):
+            tuned = None
+        return rows[0]["id"], lambda: MemoryParams.from_dict(tuned)
 
     def _placed(self, labels: list[dict], version: int) -> list[tuple[str, dict[int, float], dict[int, float]]]:
         """Questions labeled with a place (a page or section: history threads, resolved threads,

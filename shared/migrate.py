@@ -1,7 +1,8 @@
 """`deepmem migrate --to postgresql://…`: a single-machine data directory copied into the scale-out database.
 
 What is copied: the adapter versions with the active pointer and its history, the feedback log
-(questions, retrievals, events, and the retraining runs), and the store (sources, pages with their
+(questions, retrievals, events, and the retraining runs), the channel configuration (channels.json:
+the default and each channel's settings, merged into the database's), and the store (sources, pages with their
 chunks, vectors and links, read and written through the ``DocumentStore`` interface on both sides;
 that interface does not return a page's original size in bytes, which nothing reads, so copied
 pages record 0; the caches of generated questions and their vectors are not copied: the first
@@ -63,7 +64,48 @@ def migrate_home(home: Home, url: str, *, log=lambda message: None) -> Migration
     _migrate_adapters(home, url, report, log)  # first: a version trained elsewhere stops it before any copy
     _migrate_feedback(home, url, report, log)
     _migrate_store(home, url, report, log)
+    _migrate_channels(home, url, report, log)
     return report
+
+
+# -- the channel configuration ----------------------------------------------------------------------
+
+def _migrate_channels(home: Home, url: str, report: MigrationReport, log) -> None:
+    """channels.json's default and channels into the database's configuration, in one locked change:
+    settings that differ are replaced, channels configured only in the database are kept."""
+    from .channels import ChannelConfig
+    from .channels_postgres import PostgresChannelConfigStore
+    from .errors import ConfigError
+
+    if not ChannelConfig.path(home).exists():
+        report.notes.append("no channels.json in the data directory: nothing to copy")
+        return
+    try:
+        here = ChannelConfig.load(home)
+    except ConfigError as exc:
+        raise MigrationError(f"the channel configuration was not copied: {exc}") from None
+    wanted = {"default": here.default, **here.channels()}
+    copied = 0
+
+    def merge(there: ChannelConfig) -> ChannelConfig:
+        nonlocal copied
+        merged = there.with_default(here.default)
+        for channel, settings in here.channels().items():
+            merged = merged.with_channel(channel, settings)
+        copied = sum(1 for name, s in wanted.items() if _settings_of(there, name) != s)
+        return merged
+
+    with PostgresChannelConfigStore(url) as target:
+        if any(_settings_of(target.load(), name) != s for name, s in wanted.items()):
+            target.update(merge)
+        there = target.load()
+    missing = sum(1 for name, s in wanted.items() if _settings_of(there, name) != s)
+    report.tables.append(TableCount("channels.config", len(wanted), copied, 1 + len(there.channels()), missing))
+    log(f"channels: {len(wanted)} settings (the default and {len(wanted) - 1} channels), {copied} copied")
+
+
+def _settings_of(config, name: str):
+    return config.default if name == "default" else config.channels().get(name)
 
 
 # -- feedback and runs ----------------------------------------------------------------------------

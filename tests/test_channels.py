@@ -20,6 +20,7 @@ from shared.cli import cli
 from shared.errors import ConfigError
 
 from .helpers.slack_api import BOT_USER, SlackAPI, serving_bot
+from .test_channel_config_backends import ConfigBackend
 from .test_feedback_backends import backend  # noqa: F401  (the fixture: DuckDB and PostgreSQL)
 
 SECRET = "test-signing-secret"
@@ -84,6 +85,23 @@ def home(docs_store, tmp_path) -> Path:
     return home
 
 
+@pytest.fixture(params=["file", "postgres"])
+def stored(request, home, monkeypatch):
+    """Where this test's channel configuration lives: channels.json in ``home``, or the shared database
+    (DEEPMEM_DATABASE_URL; the three-collection store copied there by `deepmem migrate`)."""
+    from shared.home import Home
+    from shared.migrate import migrate_home
+
+    url = None
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        migrate_home(Home.open(home), url)
+        monkeypatch.setenv("DEEPMEM_DATABASE_URL", url)
+    b = ConfigBackend(request.param, Home.open(home), url)
+    yield b
+    b.close()
+
+
 def configure(home: Path, channel: str | None = None, **settings) -> None:
     def change(config: ChannelConfig) -> ChannelConfig:
         s = ChannelSettings(**settings)
@@ -123,7 +141,7 @@ async def settle(slack, seconds=0.6):
 
 # -- the configuration ------------------------------------------------------------------------------
 
-def test_cli_set_list_unset_and_json(home):
+def test_cli_set_list_unset_and_json(stored):
     r = run_cli("set", RUNBOOKS, "--collections", "runbooks", "--mode", "all", "--ephemeral",
                 "--experts", f"{EXPERT},{GROUP}")
     assert r.exit_code == 0, r.output
@@ -138,7 +156,7 @@ def test_cli_set_list_unset_and_json(home):
     # unset options keep their value; a new channel starts from the default
     assert run_cli("set", RUNBOOKS, "--no-ephemeral").exit_code == 0
     assert run_cli("set", API, "--mode", "off").exit_code == 0
-    config = ChannelConfig.load(home)
+    config = stored.replica().load()
     assert config.for_channel(RUNBOOKS) == ChannelSettings(("runbooks",), "all", False, (EXPERT, GROUP))
     assert config.for_channel(API) == ChannelSettings(("api", "faq"), "off", False, ())
     assert config.for_channel("CNOTSET001") == config.default
@@ -147,14 +165,14 @@ def test_cli_set_list_unset_and_json(home):
     assert listed.output.splitlines()[0].startswith("default")
     r = run_cli("unset", API, "--json")
     assert r.exit_code == 0 and json.loads(r.output) == {"channel": API, "removed": True}
-    assert set(ChannelConfig.load(home).channels()) == {RUNBOOKS}
+    assert set(stored.replica().load().channels()) == {RUNBOOKS}
     assert run_cli("set", RUNBOOKS, "--all-collections").exit_code == 0
-    assert ChannelConfig.load(home).for_channel(RUNBOOKS).collections == ()
+    assert stored.replica().load().for_channel(RUNBOOKS).collections == ()
 
 
-def test_cli_refuses_bad_input_with_the_name_and_changes_nothing(home):
+def test_cli_refuses_bad_input_with_the_name_and_changes_nothing(stored):
     assert run_cli("set", RUNBOOKS, "--collections", "runbooks").exit_code == 0
-    before = (home / "channels.json").read_bytes()
+    before = stored.raw()
     cases = [
         (("set", RUNBOOKS, "--collections", "runbooks,nope"), "unknown collection nope"),
         (("set", RUNBOOKS, "--collections", "Bad Name"), "'Bad Name' is not a collection name"),
@@ -169,18 +187,19 @@ def test_cli_refuses_bad_input_with_the_name_and_changes_nothing(home):
         r = run_cli(*args)
         assert r.exit_code != 0 and expected in r.output, (args, r.output)
         assert r.output.strip().splitlines()[-1].startswith("Error: ")  # one line, not a traceback
-    assert (home / "channels.json").read_bytes() == before
-    # a damaged file is reported with its name, never overwritten
-    (home / "channels.json").write_text('{"channels": {"general": {}}}')
+    assert stored.raw() == before
+    # a damaged document is reported with where it lives, never overwritten
+    stored.damage('{"channels": {"general": {}}}')
     r = run_cli("set", RUNBOOKS, "--mode", "all")
-    assert r.exit_code == 1 and "channels.json" in r.output and "unknown Slack channel 'general'" in r.output
-    assert (home / "channels.json").read_text() == '{"channels": {"general": {}}}'
-    (home / "channels.json").write_text('{"default": {"mode": "all", "colour": "red"}}')
+    where = "channels.json" if stored.name == "file" else "the channel configuration in "
+    assert r.exit_code == 1 and where in r.output and "unknown Slack channel 'general'" in r.output
+    assert stored.raw() == '{"channels": {"general": {}}}'
+    stored.damage('{"default": {"mode": "all", "colour": "red"}}')
     with pytest.raises(ConfigError, match="unknown fields colour"):
-        ChannelConfig.load(home)
+        stored.replica().load()
 
 
-async def test_cli_check_asks_slack_whether_the_channel_exists(home, monkeypatch):
+async def test_cli_check_asks_slack_whether_the_channel_exists(stored, monkeypatch):
     api = await SlackAPI().start()
     try:
         api.channels[RUNBOOKS] = {"name": "runbooks"}
@@ -192,7 +211,7 @@ async def test_cli_check_asks_slack_whether_the_channel_exists(home, monkeypatch
         assert missing.exit_code == 1 and "unknown Slack channel CGONE00001 (channel_not_found" in missing.output
         assert [c["args"]["channel"] for c in api.calls if c["method"] == "conversations.info"] == \
             [RUNBOOKS, "CGONE00001"]
-        assert set(ChannelConfig.load(home).channels()) == {RUNBOOKS}
+        assert set(stored.replica().load().channels()) == {RUNBOOKS}
     finally:
         await api.stop()
 
@@ -471,6 +490,42 @@ async def test_slash_deepmem_configures_a_channel_for_admins_only(home):
         assert set(ChannelConfig.load(home).channels()) == {API}
 
 
+async def test_slash_deepmem_on_one_replica_changes_how_another_answers(home, tmp_path, pg_url):
+    """Two replicas sharing DEEPMEM_DATABASE_URL, each with its own data directory (compose gives each
+    container its own volume): an admin's /deepmem on one is in force on the other within a second."""
+    from shared.home import Home
+    from shared.migrate import migrate_home
+    from shared.settings import load_settings
+
+    from .helpers.slack_api import serving
+
+    migrate_home(Home.open(home), pg_url)  # the three-collection store, in the shared database
+    other_home = tmp_path / "other-replica"
+    other_home.mkdir()
+    api = await SlackAPI().start()
+    api.users.update({ADMIN: {"is_admin": True}})
+
+    def replica(root: Path):
+        return serving(load_settings(home=str(root), database_url=pg_url, slack_bot_token="xoxb-test-token",
+                                     slack_signing_secret=SECRET, port=0, retrain_cron="off"), SECRET, api)
+
+    try:
+        async with replica(home) as one, replica(other_home) as other:
+            question = "How do I restart the payments service?"
+            await other.event(message(question, "1700012000.000001", RUNBOOKS))  # mention mode: not answered
+            assert await settle(other) == []
+            status, _, _ = await one.command("channel mode all", user=ADMIN, channel=RUNBOOKS, trigger_id="adm-1",
+                                             name="/deepmem")
+            assert status == 200 and "answers every question" in await _response(one, 1)
+            await asyncio.sleep(1.1)  # the other replica asks the database at most once a second
+            await other.event(message(question, "1700012001.000001", RUNBOOKS))
+            answer = (await other.wait_posts(1))[0]
+            assert answer["channel"] == RUNBOOKS and answer["thread_ts"] == "1700012001.000001"
+            assert not (home / "channels.json").exists() and not (other_home / "channels.json").exists()
+    finally:
+        await api.stop()
+
+
 def test_the_manifest_has_the_deepmem_command_and_users_read():
     text = (Path(__file__).resolve().parent.parent / "bot" / "manifest.yml").read_text()
     assert "command: /deepmem" in text and "- users:read" in text
@@ -518,6 +573,7 @@ def test_an_escalation_is_recorded_once_seen_by_every_replica_and_forgotten(back
 
 
 def test_a_running_bot_reads_changes_and_keeps_the_last_good_configuration(tmp_path):
+    """The file; both stores: tests/test_channel_config_backends.py."""
     from shared.channels import ChannelConfigFile
 
     reports = []
@@ -533,3 +589,20 @@ def test_a_running_bot_reads_changes_and_keeps_the_last_good_configuration(tmp_p
     assert (tmp_path / "channels.json").read_text() == "{not json"
     (tmp_path / "channels.json").unlink()
     assert live.current().channels() == {}
+
+
+async def test_a_question_the_docs_do_not_cover_gets_an_expert_button_and_all_mode_stays_quiet(home):
+    pytest.importorskip("shared.coverage", reason="Answer.covered is decided by shared.coverage (the coverage helper)")
+    configure(home, RUNBOOKS, mode="all", experts=(EXPERT,))
+    async with serving_bot(SECRET) as slack:
+        await slack.event(mention("What is the capital city of Mongolia?", "1700010000.000001", RUNBOOKS))
+        post = (await slack.wait_posts(1))[0]
+        assert post["text"].startswith("*The docs do not seem to cover this.*")
+        ids = [b.get("block_id") for b in post["blocks"] if b["type"] == "actions"]
+        assert "escalate" in ids and "feedback" not in ids
+        # asked in the channel, not of the bot: recorded, not answered when the docs do not cover it
+        await slack.event(message("Which football team won the 1998 world cup final?", "1700010000.000002", RUNBOOKS))
+        await slack.event(message("How do I restart the payments service?", "1700010000.000003", RUNBOOKS))
+        posts = await slack.wait_posts(2)
+        assert len(await settle(slack, 1.0)) == 2 and posts[1]["thread_ts"] == "1700010000.000003"
+        assert len(slack.feedback().questions()) == 3

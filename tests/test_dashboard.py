@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from bot.server import build_runtime, build_web_app
 from shared.answer import Answerer
+from shared.channels import ChannelConfig, ChannelSettings
 from shared.cli import cli
 from shared.dashboard import build_dashboard, dashboard_page, render_page
 from shared.dashboard.topics import VectorMemo, group_topics
@@ -75,7 +76,7 @@ def test_counts_per_day_and_channel_and_shares_are_what_was_recorded(week, embed
     t = board.totals
     assert t.up == sum(a.up for a in log.asked) > 0
     assert t.down == sum(a.down for a in log.asked) > 0
-    assert t.escalated == sum(a.escalated for a in log.asked)
+    assert t.escalated == sum(a.escalated for a in log.asked) > 0  # "Ask an expert", recorded by the Slack side
     assert t.answered == sum(a.covered for a in log.asked) < t.questions  # the gap questions are not covered
     assert t.share("down") == pytest.approx(t.down / t.questions)
     for name, c in board.per_channel:
@@ -87,6 +88,17 @@ def test_counts_per_day_and_channel_and_shares_are_what_was_recorded(week, embed
     # the gaps: every question not answered or voted not helpful, and nothing else
     assert board.gap_questions == sum((not a.covered) or a.down for a in log.asked)
     assert sum(topic.questions for topic in board.topics) <= board.gap_questions
+
+
+def test_channels_are_shown_with_their_configuration(week, embedder):
+    home, log = week
+    board = build_dashboard(FeedbackStore(home), channels=ChannelConfig.load(home))
+    assert board.channel_setup == {"C0HELPDOCS": "all; default", "C0PLATFORM": "mention; every collection; 1 expert(s)",
+                                   "C0ONBOARD": "mention, ephemeral; every collection; 2 expert(s)",
+                                   "default": "mention; every collection"}
+    page = dashboard_page(FeedbackStore(home), home=home)
+    assert "<tr><td>C0HELPDOCS</td><td>all; default</td>" in page
+    assert "<tr><td>web</td><td>mention; every collection</td>" in page  # the chat answers with the default
 
 
 def test_a_shorter_window_counts_only_its_days(week, embedder):
@@ -180,6 +192,30 @@ def test_every_run_is_on_the_dashboard_with_its_held_out_metrics(week, embedder)
         assert point.feedback_questions == record["counts"]["real_by_origin"].get("feedback", 0)
     assert any(r.real for r in board.runs)  # the week's feedback became held-out real questions
     assert board.runs[-1].feedback_questions > 0
+
+
+def _held(hit: float, mrr: float, queries: int = 20) -> dict:
+    return {"queries": queries, "hit_rate@10": hit, "mrr@10": mrr}
+
+
+def test_runs_with_metrics_per_collection_show_them(tmp_path):
+    """A run record as the nightly job writes it when the held-out questions span collections."""
+    feedback = FeedbackStore(Home.open(tmp_path / "h"))
+    for day, (status, api, runbooks) in enumerate([("kept", 0.80, 0.70), ("promoted", 0.85, 0.66)], start=1):
+        by = {"api": {"queries": 12, "champion": _held(0.8, 0.6, 12), "challenger": _held(api, 0.6, 12)},
+              "runbooks": {"queries": 9, "champion": _held(0.7, 0.5, 9), "challenger": _held(runbooks, 0.5, 9)}}
+        metrics = {"real": {"queries": 21, "champion": _held(0.75, 0.55), "challenger": _held(0.8, 0.56),
+                            "by_collection": by},
+                   "synthetic": {"queries": 50, "champion": _held(0.6, 0.4), "challenger": _held(0.61, 0.41)}}
+        at = (datetime.now(UTC) - timedelta(days=3 - day)).isoformat()
+        feedback.record([FeedbackStore.run_op(id=f"r{day}", started_at=at, finished_at=at, status=status,
+                                              version=f"v000{day}", metrics=metrics,
+                                              counts={"real_by_origin": {"feedback": 21}, "real_questions": 21})])
+    board = build_dashboard(feedback)
+    assert [r.status for r in board.runs] == ["kept", "promoted"]
+    assert board.runs[1].collections["runbooks"]["challenger"]["hit@10"] == pytest.approx(0.66)
+    page = render_page(board)
+    assert 'data-plot="collections"' in page and "<td>runbooks</td><td>0.700 / 0.500</td><td>0.660 / 0.500</td>" in page
 
 
 # -- the page in a real browser ---------------------------------------------------------------------
@@ -351,6 +387,16 @@ def test_an_empty_feedback_log_is_a_clear_empty_dashboard(tmp_path, embedder):
     for section in SECTIONS:
         assert f'<section id="{section}">' in page
     assert not any(home.iterdir())  # reading created nothing
+    # a channel configured where nobody asked yet is listed; a configuration that cannot be read is a note
+    ChannelConfig().with_channel("C0NEWTEAM1", ChannelSettings(mode="all")).save(home)
+    CliRunner().invoke(cli, ["--home", str(home), "report", "--out", str(tmp_path / "e.html")], catch_exceptions=False)
+    page = (tmp_path / "e.html").read_text(encoding="utf-8")
+    assert "<tr><td>C0NEWTEAM1</td><td>all; every collection</td><td class=\"n\">0</td>" in page
+    (home / "channels.json").write_text("{not json")
+    result = CliRunner().invoke(cli, ["--home", str(home), "report", "--out", str(tmp_path / "e.html")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "The channel configuration is not shown: " in (tmp_path / "e.html").read_text(encoding="utf-8")
     # a feedback database with nothing in it yet says the same
     board = build_dashboard(FeedbackStore(Home.open(home)), embed=embedder.embed)
     assert board.empty and board.totals.questions == 0 and not board.topics and not board.runs

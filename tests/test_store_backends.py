@@ -46,7 +46,8 @@ def _page(store, source_id: int, url: str, texts: list[str], vectors: np.ndarray
     with store.transaction():
         store.write_page(source_id=source_id, url=url, path=url, title=f"Page {url}",
                          content_hash=str(hash(tuple(texts))), size=sum(map(len, texts)), chunks=chunks,
-                         embed_hashes=[f"h:{c.id}" for c in chunks], vectors=[v.tobytes() for v in vectors], links=list(links))
+                         embed_hashes=[f"h:{c.id}" for c in chunks], vectors=[v.tobytes() for v in vectors],
+                         links=list(links))
     return chunks
 
 
@@ -423,3 +424,17 @@ def test_kill_9_mid_ingest_into_postgres_leaves_whole_pages(pg_url, pg_small_sto
     assert rerun.returncode == 0, rerun.stderr
     with PostgresStore.open(pg_url, create=False) as store:
         assert {c.id for c in store.iter_chunks()} == set().union(*clean.values())
+
+
+def test_postgres_rows_loaded_before_binding_are_indexed_at_bind(pg_url):
+    """A bulk load (rows first, embedder bound after) gets its HNSW index from bind_embedder."""
+    rng = np.random.default_rng(9)
+    with PostgresStore.open(pg_url) as store:
+        store.exact_limit = 100
+        source = store.upsert_source("synthetic:bulk", "synthetic")
+        for page in range(3):
+            _page(store, source.id, f"bulk{page}.html", [f"row {page}.{j}" for j in range(50)], _unit(rng, 50))
+        assert store.build_vector_index() is False  # no embedder bound yet: nothing to index
+        store.bind_embedder("test-vectors", DIM)
+        assert not store.build_vector_index()  # bind built it
+        assert len(store.vector_search(_unit(rng, 1)[0], 10)) == 10

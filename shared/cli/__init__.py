@@ -237,8 +237,11 @@ def search(app: App, question: str, k: int, hybrid: bool, no_deep_memory: bool, 
     question = _checked_question(question)
     app.read_only = True
     searcher = open_searcher(app.store(create=False), app.embedder, app.home, settings=app.settings)
-    result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory,
-                             collections=collections or None)
+    try:
+        result = searcher.search(question, k, mode="hybrid" if hybrid else "vector", deep_memory=not no_deep_memory,
+                                 collections=collections or None)
+    finally:
+        searcher.adapters.close()  # in Postgres mode it listens for promotions on a connection of its own
     hits = result.hits
     problem = searcher.adapters.error if not no_deep_memory else None
     if as_json:

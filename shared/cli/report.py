@@ -36,7 +36,8 @@ def report(app: App, out: Path, days: int) -> None:
         store = None
         if feedback is not None:
             click.echo(f"pages are shown by URL: {exc}", err=True)
-    page = dashboard_page(feedback, embed=lambda texts: app.embedder.embed(texts), store=store, days=days)
+    page = dashboard_page(feedback, embed=lambda texts: app.embedder.embed(texts), store=store, home=app.home,
+                          days=days, settings=app.settings)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         tmp.write_text(page, encoding="utf-8")

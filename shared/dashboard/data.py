@@ -149,6 +149,7 @@ class Dashboard:
     pages_never_cited: int = 0
     runs: list[RunPoint] = field(default_factory=list)
     truncated: bool = False  # more questions in the window than were read
+    notes: list[str] = field(default_factory=list)  # what the page could not show, and why
 
     @property
     def empty(self) -> bool:

@@ -12,7 +12,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .data import Dashboard, PageUse
 
-__all__ = ["per_day_plot", "per_channel_plot", "topics_plot", "pages_plot", "runs_plot"]
+__all__ = ["per_day_plot", "per_channel_plot", "topics_plot", "pages_plot", "runs_plot", "collections_plot"]
 
 DPI = 110
 COLORS = {"up": "#2e9e44", "down": "#d1453b", "unanswered": "#9aa0a6", "escalated": "#8e44ad",
@@ -148,4 +148,28 @@ def runs_plot(board: Dashboard) -> str:
     count_ax.spines[["top", "right"]].set_visible(False)
     count_ax.xaxis.set_major_locator(AutoDateLocator())
     count_ax.xaxis.set_major_formatter(ConciseDateFormatter(count_ax.xaxis.get_major_locator()))
+    return _uri(fig)
+
+
+def collections_plot(board: Dashboard, limit: int = 8) -> str:
+    """hit@10 of the challenger (solid) and the champion (dashed) per collection at every run that reports
+    them, so that one team's docs cannot silently get worse."""
+    names = sorted({name for r in board.runs for name in r.collections})[:limit]
+    fig = Figure(figsize=(9, 2.8), layout="constrained")
+    ax = fig.subplots()
+    palette = [f"C{i}" for i in range(10)]
+    for i, name in enumerate(names):
+        for who, style in (("challenger", "-"), ("champion", "--")):
+            points = [(r.started_at, r.collections[name][who]["hit@10"]) for r in board.runs
+                      if name in r.collections and "hit@10" in r.collections[name].get(who, {})]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, style, marker="o", markersize=3, color=palette[i % 10],
+                        label=_short(f"{name} ({who})", 40))
+    ax.set_ylabel("held-out hit@10")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=7, ncols=4, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.xaxis.set_major_locator(AutoDateLocator())
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(ax.xaxis.get_major_locator()))
     return _uri(fig)

@@ -85,6 +85,8 @@ def _summary(board: Dashboard) -> str:
     if board.empty:
         body += _empty(f"No questions and no retraining runs in the last {board.days} days: the feedback log is "
                        f"empty. Questions asked in Slack or the local chat, and nightly runs, appear here.")
+    for note in board.notes:
+        body += _empty(note)
     if board.truncated:
         body += _empty("Only the newest questions of the window were read (the rest is beyond the cap).")
     return _section("summary", "Summary", body)
@@ -191,12 +193,13 @@ def _run_row(r: RunPoint) -> str:
 
 
 def _collections(board: Dashboard) -> str:
-    last = next((r for r in reversed(board.runs) if r.collections), None)
-    if last is None:
+    last = next((r for r in reversed(board.runs) if len(r.collections) > 1), None)
+    if last is None:  # one collection: the same numbers as above
         return ""
     rows = "".join(f"<tr><td>{_e(name)}</td><td>{_metric(m, 'champion')}</td><td>{_metric(m, 'challenger')}</td></tr>"
                    for name, m in sorted(last.collections.items()))
-    return (f"<h3>Per collection, last run ({_e(last.started_at.strftime('%Y-%m-%d'))})</h3><table class=collections>"
+    return ("<h3>Per collection</h3>" + _img(plots.collections_plot(board), "collections", "hit@10 per collection")
+            + f"<p class=note>The last run ({_e(last.started_at.strftime('%Y-%m-%d'))}):</p><table class=collections>"
             f"<thead><tr><th>collection</th><th>champion hit@10 / MRR@10</th><th>challenger</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>")
 

@@ -47,8 +47,18 @@ except ImportError as exc:  # pragma: no cover - psycopg is a dependency
 __all__ = ["PostgresStore", "EXACT_LIMIT", "EF_SEARCH", "SCHEMA_VERSION"]
 
 EXACT_LIMIT = 10_000  # chunks searched (the corpus, or the collections asked) below which search is exact
-EF_SEARCH = 400  # HNSW candidate list: recall@10 0.9875 of exact at 100k real-shaped chunks (bench/vector_scale)
+EF_SEARCH = 400  # HNSW candidate list: recall@10 of exact 0.986 at 100k, 0.955 at 1M real-shaped chunks (bench/SCALE.md)
 MAX_EF_SEARCH = 1000  # pgvector's limit
+# An HNSW build keeps its graph in maintenance_work_mem and falls back to a much slower on-disk build
+# once it is full: pgvector 0.6 took 2,048 bytes per 384-d vector (bench/SCALE.md, 1M chunks: 2 GB).
+INDEX_BYTES_PER_CHUNK = 2_200
+INDEX_BUILD_MEMORY_MB = (512, 16_384)  # the least and the most a build asks for
+
+
+def index_build_memory_mb(chunks: int) -> int:
+    """maintenance_work_mem for building the index over ``chunks`` vectors: the whole graph, bounded."""
+    low, high = INDEX_BUILD_MEMORY_MB
+    return int(min(high, max(low, -(-chunks * INDEX_BYTES_PER_CHUNK // 2**20))))
 NOW = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection, c.page_id, c.ord"
 CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
@@ -256,7 +266,8 @@ class PostgresStore(DocumentStore):
 
     def bind_embedder(self, name: str, dim: int) -> None:
         """Record the embedder and give the vector column its dimension (first ingest). The HNSW index
-        comes later, when the corpus outgrows exact search (``build_vector_index``)."""
+        comes when the corpus outgrows exact search (``build_vector_index``): at the end of the ingest
+        that takes it past ``exact_limit``, or here when rows were bulk-loaded before binding."""
         self.check_embedder(name, dim)
         if self.embedder_name is not None:
             return
@@ -269,6 +280,7 @@ class PostgresStore(DocumentStore):
             self.set_meta("embedder", name)
             self.set_meta("dim", str(int(dim)))
             self._x(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(dim)})")
+        self.build_vector_index(if_needed=True)  # rows bulk-loaded before binding: index them now
 
     def build_vector_index(self, *, if_needed: bool = False) -> bool:
         """Build the HNSW index (cosine) on the vectors, concurrently (writers go on meanwhile); with
@@ -289,7 +301,8 @@ class PostgresStore(DocumentStore):
             try:
                 if state is not None:  # a build that was interrupted leaves an invalid index behind
                     self._x("DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_hnsw")
-                self._x("SET maintenance_work_mem = '512MB'")
+                chunks = self._one("SELECT count(*) FROM chunks")[0]
+                self._x(f"SET maintenance_work_mem = '{index_build_memory_mb(chunks)}MB'")
                 self._x("CREATE INDEX CONCURRENTLY IF NOT EXISTS chunks_embedding_hnsw ON chunks "
                         "USING hnsw (embedding vector_cosine_ops)")
                 self._x("RESET maintenance_work_mem")

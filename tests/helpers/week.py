@@ -6,9 +6,10 @@ memory, an extractive answer with citations) at that day's time: the clock is mo
 time-machine, so questions, votes, clicks and runs carry the simulated dates. Questions about the
 docs are the offline generator's questions (each knows its answer); gap questions are about topics
 the docs do not cover (a VPN, expense reports, Kubernetes), asked in other words by several people.
+The channels are configured as a team would (``shared.channels``: modes, collections, experts).
 People click the right cited source (sometimes 👍), or press 👎 and pick the right section among
-those offered after it; gap questions get 👎 or are escalated to a person (an ``escalated`` event,
-when the feedback log knows that kind). After each day the nightly job runs (``run_nightly``).
+those offered after it; gap questions get 👎 or, in Slack, "Ask an expert" (``record_escalation``).
+After each day the nightly job runs (``run_nightly``).
 
 ``simulate_week`` returns a ``WeekLog``: what was asked and done, the ground truth the dashboard
 must show.
@@ -25,9 +26,9 @@ from urllib.parse import urldefrag
 import time_machine
 
 from shared.answer import Answerer
+from shared.channels import ChannelConfig, ChannelSettings
 from shared.deep_memory.nightly import NightlyConfig, run_nightly
 from shared.deep_memory.trainer import TrainConfig
-from shared.feedback.ops import EVENT_KINDS
 from shared.feedback.store import FeedbackStore
 from shared.feedback_memory import FeedbackMemory, MemoryLoader
 from shared.home import Home
@@ -105,7 +106,7 @@ def simulate_week(home: Home, settings, embedder, *, start: date, days: int = 7,
     rng = random.Random(seed)
     log = WeekLog(start=start, days=days)
     feedback = FeedbackStore(home)
-    escalations = "escalated" in EVENT_KINDS
+    channels = ChannelConfig.update(home, configure)
     store = Store.open(home.store_path, create=False)
     try:
         pool, _ = synthetic_questions(store, settings, "offline", progress=False)
@@ -138,7 +139,7 @@ def simulate_week(home: Home, settings, embedder, *, start: date, days: int = 7,
             for n, (topic, item) in enumerate(todays):
                 moment = datetime(day.year, day.month, day.day, 8, 0, tzinfo=UTC) + timedelta(minutes=17 * n)
                 with time_machine.travel(moment, tick=False):
-                    log.asked.append(_ask(qa, feedback, rng, users, topic, item, day, escalations))
+                    log.asked.append(_ask(qa, channels, rng, users, topic, item, day))
             feedback.drain()
             if nightly:
                 night(day + timedelta(days=1), f"night-{d + 1}")
@@ -147,8 +148,16 @@ def simulate_week(home: Home, settings, embedder, *, start: date, days: int = 7,
     return log
 
 
-def _ask(qa: QAService, feedback: FeedbackStore, rng: random.Random, users: list[str], topic: str | None, item,
-         day: date, escalations: bool) -> Asked:
+def configure(config: ChannelConfig) -> ChannelConfig:
+    """The channels as a team would set them up (``deepmem channels set``)."""
+    config = config.with_channel("C0HELPDOCS", ChannelSettings(collections=("default",), mode="all"))
+    config = config.with_channel("C0PLATFORM", ChannelSettings(mode="mention", experts=("U0PLATFORM1",)))
+    return config.with_channel("C0ONBOARD", ChannelSettings(mode="mention", ephemeral=True,
+                                                            experts=("U0PEOPLE01", "S0HRTEAM01")))
+
+
+def _ask(qa: QAService, channels: ChannelConfig, rng: random.Random, users: list[str], topic: str | None, item,
+         day: date) -> Asked:
     user = rng.choice(users)
     if topic is None:
         text, positives = item.text, set(item.positives)
@@ -157,7 +166,8 @@ def _ask(qa: QAService, feedback: FeedbackStore, rng: random.Random, users: list
         text, positives = item, set()
         channel = GAP_TOPICS[topic][0] if rng.random() < 0.8 else WEB
     kwargs = {"source": "web"} if channel == WEB else {"source": "slack", "channel_id": channel, "team_id": "T0SIM"}
-    asked = qa.ask(text, user_id=user, **kwargs)
+    collections = channels.for_channel(None if channel == WEB else channel).collections or None
+    asked = qa.ask(text, user_id=user, collections=collections, **kwargs)
     answer = asked.answer
     row = Asked(question_id=asked.question_id, day=day, channel=channel, text=text, topic=topic,
                 cited_pages=[_page(s.url) for s in answer.cited_sources],
@@ -169,9 +179,9 @@ def _ask(qa: QAService, feedback: FeedbackStore, rng: random.Random, users: list
         if roll < 0.5:
             qa.vote(asked.question_id, user, -1)
             row.down = True
-        elif roll < 0.8 and escalations:
-            feedback.record([FeedbackStore.event_op(question_id=asked.question_id, kind="escalated", user_id=user,
-                                                    detail="expert button")])
+        elif roll < 0.8 and channel != WEB:  # "Ask an expert" (Slack only): the channel's experts are tagged
+            thread_ts = f"{int(datetime.now(UTC).timestamp())}.{rng.randrange(10**6):06d}"
+            qa.record_escalation(asked.question_id, user, channel, thread_ts, tagged=True, via="expert button")
             row.escalated = True
         return row
     if rng.random() < 0.25:
