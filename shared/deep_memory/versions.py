@@ -29,8 +29,8 @@ from ..errors import DeepmemError
 from .adapter import LinearAdapter
 from .dataset import SplitSpec
 
-__all__ = ["AdapterRegistry", "AdapterVersion", "AdapterError", "ActiveStatus", "unfit_for", "same_split",
-           "open_registry"]
+__all__ = ["AdapterRegistry", "RegistryLookups", "cannot_load", "AdapterVersion", "AdapterError", "ActiveStatus",
+           "unfit_for", "same_split", "open_registry"]
 
 VERSION = re.compile(r"^v(\d{4,})$")
 
@@ -80,7 +80,28 @@ def open_registry(home, settings=None):
     return AdapterRegistry(home.adapters_dir)
 
 
-class AdapterRegistry:
+def cannot_load(name: str, exc: BaseException) -> AdapterError:
+    """The one-line error for a version whose stored weights or meta cannot be read."""
+    detail = " ".join(str(exc).split())[:160] or exc.__class__.__name__
+    return AdapterError(f"adapter {name} cannot be loaded ({exc.__class__.__name__}: {detail})")
+
+
+class RegistryLookups:
+    """What every adapter registry (files, Postgres) derives from its ``versions`` and ``load``."""
+
+    def _unknown(self, name: str) -> AdapterError:
+        known = ", ".join(v.name for v in self.versions()) or "none"
+        return AdapterError(f"no adapter version {name!r} (known: {known})")
+
+    def _loadable(self, name: str) -> bool:
+        try:
+            self.load(name)
+            return True
+        except AdapterError:
+            return False
+
+
+class AdapterRegistry(RegistryLookups):
     poll_interval = 0.0  # signature() is a stat: a searcher asks at every question
 
     def __init__(self, root: Path):
@@ -156,20 +177,11 @@ class AdapterRegistry:
     def load(self, name: str) -> tuple[LinearAdapter, dict]:
         path = self.root / name
         if not VERSION.match(name) or not path.is_dir():
-            known = ", ".join(v.name for v in self.versions()) or "none"
-            raise AdapterError(f"no adapter version {name!r} (known: {known})")
+            raise self._unknown(name)
         try:
             return LinearAdapter.load(path)
         except Exception as exc:  # a damaged file: numpy, zipfile and json each fail their own way
-            detail = " ".join(str(exc).split())[:160] or exc.__class__.__name__
-            raise AdapterError(f"adapter {name} cannot be loaded ({exc.__class__.__name__}: {detail})") from None
-
-    def _loadable(self, name: str) -> bool:
-        try:
-            self.load(name)
-            return True
-        except AdapterError:
-            return False
+            raise cannot_load(name, exc) from None
 
     def damaged(self) -> list[tuple[str, str]]:
         """Version directories ``versions`` cannot list (their meta.json is missing or unreadable), and why."""

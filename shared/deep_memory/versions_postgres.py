@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..database import DatabaseError, SharedConnection, connect, describe, one_line
 from .adapter import LinearAdapter
-from .versions import ActiveStatus, AdapterError, AdapterVersion
+from .versions import ActiveStatus, AdapterError, AdapterVersion, RegistryLookups, cannot_load
 
 __all__ = ["PostgresRegistry", "CHANNEL"]
 
@@ -54,7 +54,7 @@ MIGRATIONS = [
 ]
 
 
-class PostgresRegistry:
+class PostgresRegistry(RegistryLookups):
     poll_interval = 1.0  # seconds a searcher may go without asking for the signature (NOTIFY wakes it sooner)
 
     def __init__(self, url: str):
@@ -144,20 +144,11 @@ class PostgresRegistry:
         row = self._run(lambda c: c.execute(f"SELECT weights, meta FROM {SCHEMA}.versions WHERE name = %s",
                                             [name]).fetchone())
         if row is None:
-            known = ", ".join(v.name for v in self.versions()) or "none"
-            raise AdapterError(f"no adapter version {name!r} (known: {known})")
+            raise self._unknown(name)
         try:
             return LinearAdapter.from_saved(bytes(row[0]), json.loads(row[1]), f"adapter {name}")
         except Exception as exc:  # damaged bytes: numpy, zipfile and json each fail their own way
-            detail = " ".join(str(exc).split())[:160] or exc.__class__.__name__
-            raise AdapterError(f"adapter {name} cannot be loaded ({exc.__class__.__name__}: {detail})") from None
-
-    def _loadable(self, name: str) -> bool:
-        try:
-            self.load(name)
-            return True
-        except AdapterError:
-            return False
+            raise cannot_load(name, exc) from None
 
     def active_name(self) -> str | None:
         try:

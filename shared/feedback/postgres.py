@@ -36,7 +36,7 @@ from ..database import DatabaseError, SharedConnection, describe, one_line
 from . import ops as _ops
 from .ops import EVENT_COLUMNS, QUESTION_COLUMNS, RUN_COLUMNS, InvalidFeedback, now
 from .schema import SCHEMA_VERSION, migrate
-from .store import FeedbackError
+from .store import FeedbackError, FeedbackReads
 
 __all__ = ["PostgresFeedback", "TABLES"]
 
@@ -71,7 +71,7 @@ def _json_value(value):
     return value
 
 
-class PostgresFeedback:
+class PostgresFeedback(FeedbackReads):
     """The same public methods as ``FeedbackStore``, on a shared Postgres database."""
 
     def __init__(self, url: str):
@@ -331,22 +331,9 @@ class PostgresFeedback:
         with self._mirror_lock:
             try:
                 cursor = self._mirror.execute(sql, params or [])
-                names = [d[0] for d in cursor.description]
-                return [dict(zip(names, row)) for row in cursor.fetchall()]
+                return self.dicts(cursor)
             except duckdb.Error as exc:
                 raise FeedbackError(f"cannot read the feedback: {one_line(exc)}") from None
-
-    def runs(self) -> list[dict]:
-        return self.rows("SELECT * FROM runs ORDER BY started_at, id")
-
-    def labels(self) -> list[dict]:
-        return self.rows("SELECT * FROM labels ORDER BY occurred_at, question_id, chunk_id")
-
-    def events(self) -> list[dict]:
-        return self.rows("SELECT * FROM events ORDER BY occurred_at, id")
-
-    def questions(self) -> list[dict]:
-        return self.rows("SELECT * FROM questions ORDER BY asked_at, id")
 
     def __repr__(self) -> str:
         return f"PostgresFeedback({self.where})"

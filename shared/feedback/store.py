@@ -132,7 +132,32 @@ def _poison_errors() -> tuple[type[BaseException], ...]:
             duckdb.NotSupportedError, KeyError, TypeError, ValueError)
 
 
-class FeedbackStore:
+class FeedbackReads:
+    """The whole tables, in order, through ``rows(sql)``: the same for every feedback backend."""
+
+    def rows(self, sql: str, params: list | None = None) -> list[dict]:
+        raise NotImplementedError
+
+    @staticmethod
+    def dicts(cursor) -> list[dict]:
+        """A DuckDB cursor's result as one dict a row, keyed by column name."""
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def runs(self) -> list[dict]:
+        return self.rows("SELECT * FROM runs ORDER BY started_at, id")
+
+    def labels(self) -> list[dict]:
+        return self.rows("SELECT * FROM labels ORDER BY occurred_at, question_id, chunk_id")
+
+    def events(self) -> list[dict]:
+        return self.rows("SELECT * FROM events ORDER BY occurred_at, id")
+
+    def questions(self) -> list[dict]:
+        return self.rows("SELECT * FROM questions ORDER BY asked_at, id")
+
+
+class FeedbackStore(FeedbackReads):
     def __init__(self, home: Home, lock_timeout: float = 30.0):
         self.path = home.feedback_path
         self.spool = home.root / "feedback-spool"
@@ -419,17 +444,4 @@ class FeedbackStore:
         with self.connect() as conn:
             self._drain(conn)
             cursor = conn.execute(sql, params or [])
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-    def runs(self) -> list[dict]:
-        return self.rows("SELECT * FROM runs ORDER BY started_at, id")
-
-    def labels(self) -> list[dict]:
-        return self.rows("SELECT * FROM labels ORDER BY occurred_at, question_id, chunk_id")
-
-    def events(self) -> list[dict]:
-        return self.rows("SELECT * FROM events ORDER BY occurred_at, id")
-
-    def questions(self) -> list[dict]:
-        return self.rows("SELECT * FROM questions ORDER BY asked_at, id")
+            return self.dicts(cursor)
