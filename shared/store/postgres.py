@@ -32,6 +32,7 @@ import numpy as np
 
 from ..chunking import Chunk
 from ..collections import DEFAULT, check_name
+from ..database import one_line
 from ..errors import StoreError
 from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked
 
@@ -47,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - psycopg is a dependency
 __all__ = ["PostgresStore", "EXACT_LIMIT", "EF_SEARCH", "SCHEMA_VERSION"]
 
 EXACT_LIMIT = 10_000  # chunks searched (the corpus, or the collections asked) below which search is exact
-EF_SEARCH = 400  # HNSW candidate list: recall@10 of exact 0.986 at 100k, 0.955 at 1M real-shaped chunks (bench/SCALE.md)
+EF_SEARCH = 400  # HNSW candidate list: recall@10 of exact 0.986 at 100k, 0.955 at 1M real-shaped chunks (SCALE.md)
 MAX_EF_SEARCH = 1000  # pgvector's limit
 # An HNSW build keeps its graph in maintenance_work_mem and falls back to a much slower on-disk build
 # once it is full: pgvector 0.6 took 2,048 bytes per 384-d vector (bench/SCALE.md, 1M chunks: 2 GB).
@@ -199,12 +200,12 @@ class PostgresStore(DocumentStore):
         try:
             conn = psycopg.connect(url, autocommit=True, connect_timeout=30, application_name="deepmem")
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the database {where}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot connect to the database {where}: {one_line(exc)}") from None
         try:
             _migrate(conn, where, create)
         except psycopg.Error as exc:
             conn.close()
-            raise StoreError(f"cannot prepare the store in {where}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot prepare the store in {where}: {one_line(exc)}") from None
         except StoreError:
             conn.close()
             raise
@@ -659,10 +660,6 @@ class PostgresStore(DocumentStore):
         }
 
 
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-
-
 def _migrate(conn: "psycopg.Connection", where: str, create: bool) -> None:
     """Bring the database's deepmem tables up to SCHEMA_VERSION, under an advisory lock (several
     processes may open it at once); refuse one written by a newer deepmem, or holding other tables."""
@@ -690,7 +687,7 @@ def _migrate(conn: "psycopg.Connection", where: str, create: bool) -> None:
                     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except psycopg.Error as exc:
                 raise StoreError(f"the database {where} has no pgvector extension and it cannot be created here "
-                                 f"({_first_line(exc)}): run CREATE EXTENSION vector as its owner") from None
+                                 f"({one_line(exc)}): run CREATE EXTENSION vector as its owner") from None
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)")
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
