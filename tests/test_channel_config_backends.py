@@ -15,23 +15,14 @@ from shared.channels import (MAX_FILE, ChannelConfig, ChannelSettings, FileChann
 from shared.cli import cli
 from shared.errors import ConfigError
 from shared.home import Home
-from shared.settings import load_settings
+from .helpers.deployments import Deployment, deployment
 
 RUNBOOKS, API = "CRUNBOOKS1", "CAPIDOCS01"
 
 
-class ConfigBackend:
+class ConfigBackend(Deployment):
     """A deployment's channel configuration; ``replica()`` opens it again, as another bot process would."""
-
-    def __init__(self, name: str, home: Home, url: str | None):
-        self.name, self.home, self.url = name, home, url
-        self.opened = []
-
-    def replica(self):
-        store = open_channel_config(self.home, load_settings(home=str(self.home.root), database_url=self.url))
-        self.opened.append(store)
-        return store
-
+    open = staticmethod(open_channel_config)
     def raw(self) -> str | None:
         """The stored document as it is (None: nothing stored)."""
         if self.url is None:
@@ -52,17 +43,11 @@ class ConfigBackend:
         with connect(self.url) as conn:
             conn.execute("UPDATE channels.config SET document = %s WHERE id = 1", [text])
 
-    def close(self):
-        for store in self.opened:
-            store.close()
 
 
 @pytest.fixture(params=["file", "postgres"])
 def config_backend(request, tmp_path, monkeypatch):
-    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    if url:
-        monkeypatch.setenv("DEEPMEM_DATABASE_URL", url)
-    b = ConfigBackend(request.param, Home.open(tmp_path / "home"), url)
+    b = deployment(ConfigBackend, request, tmp_path, monkeypatch)
     yield b
     b.close()
 

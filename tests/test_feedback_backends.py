@@ -13,33 +13,19 @@ from shared.feedback import FeedbackStore, open_feedback
 from shared.feedback.ops import InvalidFeedback
 from shared.home import Home
 from shared.settings import load_settings
+from .helpers.deployments import Deployment, deployment
 
 T0 = "2026-01-01T09:00:00+00:00"
 
 
-class Backend:
+class Backend(Deployment):
     """A deployment's feedback log; ``replica()`` opens another store on it, as another bot process would."""
-
-    def __init__(self, name: str, home: Home, url: str | None):
-        self.name, self.home, self.url = name, home, url
-        self.opened = []
-
-    def replica(self):
-        store = open_feedback(self.home, load_settings(home=str(self.home.root), database_url=self.url))
-        self.opened.append(store)
-        return store
-
-    def close(self):
-        for store in self.opened:
-            getattr(store, "close", lambda: None)()
+    open = staticmethod(open_feedback)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request, tmp_path, monkeypatch):
-    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    if url:
-        monkeypatch.setenv("DEEPMEM_DATABASE_URL", url)
-    b = Backend(request.param, Home.open(tmp_path / "home"), url)
+    b = deployment(Backend, request, tmp_path, monkeypatch)
     yield b
     b.close()
 

@@ -12,9 +12,8 @@ import pytest
 
 from shared.deep_memory.adapter import LinearAdapter
 from shared.deep_memory.versions import ActiveStatus, AdapterError, open_registry
-from shared.home import Home
 from shared.retrieval import ActiveAdapter
-from shared.settings import load_settings
+from .helpers.deployments import Deployment, deployment
 
 DIM = 8
 EMBEDDER = SimpleNamespace(name="test-embedder", dim=DIM)  # what ActiveAdapter reads of an embedder
@@ -30,15 +29,8 @@ def _meta() -> dict:
     return {"embedder": EMBEDDER.name, "dim": DIM, "config": {"dim": DIM, "kind": "linear"}}
 
 
-class Backend:
-    def __init__(self, name: str, home: Home, url: str | None):
-        self.name, self.home, self.url = name, home, url
-        self.opened = []
-
-    def replica(self):
-        registry = open_registry(self.home, load_settings(home=str(self.home.root), database_url=self.url))
-        self.opened.append(registry)
-        return registry
+class Backend(Deployment):
+    open = staticmethod(open_registry)
 
     def damage_meta(self, version: str) -> None:
         if self.url:
@@ -54,15 +46,11 @@ class Backend:
         else:
             (self.home.adapters_dir / version / "weights.npz").write_bytes(b"garbage")
 
-    def close(self):
-        for registry in self.opened:
-            getattr(registry, "close", lambda: None)()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request, tmp_path):
-    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    b = Backend(request.param, Home.open(tmp_path / "home"), url)
+    b = deployment(Backend, request, tmp_path)
     yield b
     b.close()
 
