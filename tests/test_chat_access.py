@@ -16,14 +16,15 @@ import urllib.request
 
 import aiohttp
 import pytest
-from aiohttp import web
 from click.testing import CliRunner
 
-from bot.server import build_runtime, build_web_app
+from bot.server import build_runtime
 from shared.cli import cli
 from shared.deep_memory.feedback_data import FeedbackPolicy, labeled_questions
 from shared.errors import ConfigError
 from shared.settings import load_settings
+
+from .helpers.serving import listening
 
 pytestmark = pytest.mark.fault
 
@@ -35,16 +36,9 @@ QUESTION = "How do I create an AUTOINCREMENT column?"
 async def chat(**overrides):
     """deepmem's web server with these settings, listening on 127.0.0.1 (whatever host the settings name)."""
     runtime = build_runtime(load_settings(retrain_cron="off", **overrides))
-    runner = web.AppRunner(build_web_app(runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-            yield Client(runtime, session, f"http://127.0.0.1:{port}")
-    finally:
-        await runner.cleanup()
+    async with listening(runtime) as base, \
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield Client(runtime, session, base)
 
 
 class Client:

@@ -16,10 +16,9 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 from click.testing import CliRunner
 
-from bot.server import build_runtime, build_web_app
+from bot.server import build_runtime
 from shared.answer import Answerer
 from shared.channels import ChannelConfig, ChannelSettings
 from shared.cli import cli
@@ -33,6 +32,7 @@ from shared.retrieval import open_searcher
 from shared.settings import load_settings
 from shared.store import Store
 
+from .helpers.serving import listening
 from .helpers.week import GAP_TOPICS, simulate_week
 
 UTC = timezone.utc
@@ -279,19 +279,12 @@ def test_the_page_renders_in_chromium_with_every_section_and_plot(week, embedder
 @contextlib.asynccontextmanager
 async def served(home, **overrides):
     runtime = build_runtime(load_settings(home=str(home.root), retrain_cron="off", **overrides))
-    runner = web.AppRunner(build_web_app(runtime))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-            async def get(path="/admin", headers=None):
-                async with session.get(f"http://127.0.0.1:{port}{path}", headers=headers or {}) as r:
-                    return r.status, await r.text(), r.headers
-            yield get
-    finally:
-        await runner.cleanup()
+    async with listening(runtime) as base, \
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        async def get(path="/admin", headers=None):
+            async with session.get(f"{base}{path}", headers=headers or {}) as r:
+                return r.status, await r.text(), r.headers
+        yield get
 
 
 def _without_time(page: str) -> str:
