@@ -367,6 +367,15 @@ def test_an_answer_the_docs_do_not_cover_offers_an_expert_instead():
     assert "feedback" not in [b.get("block_id") for b in blocks]
 
 
+async def _answered(slack, text, thread, channel, **who) -> tuple[dict, dict]:
+    """Mention the bot in a new thread; once answered and recorded: (the question, where its answer is)."""
+    await slack.event(mention(text, thread, channel, **who))
+    await slack.wait_posts(1)
+    await asyncio.sleep(0.3)
+    question = slack.feedback().questions()[0]
+    return question, {"ts": question["message_ts"], "thread_ts": thread}
+
+
 async def _escalations(slack):
     return [e for e in slack.feedback().events() if e["kind"] == "escalated"]
 
@@ -375,12 +384,8 @@ async def test_ask_an_expert_tags_the_experts_once_across_clicks_and_restarts(ho
     configure(home, RUNBOOKS, collections=("runbooks",), experts=(EXPERT, GROUP))
     thread = "1700006000.000001"
     async with serving_bot(SECRET) as slack:
-        await slack.event(mention("Who approves a production database migration?", thread, RUNBOOKS,
-                                  user="UASKER0001"))
-        await slack.wait_posts(1)
-        await asyncio.sleep(0.3)
-        question = slack.feedback().questions()[0]
-        where = {"ts": question["message_ts"], "thread_ts": thread}
+        question, where = await _answered(slack, "Who approves a production database migration?", thread, RUNBOOKS,
+                                          user="UASKER0001")
         await slack.action("escalate", question["id"], user="U_ALICE", action_ts="900.1", message=where,
                            channel=RUNBOOKS)
         tagged = (await slack.wait_posts(2))[1]
@@ -415,11 +420,7 @@ async def test_no_experts_configured_is_said_once_and_a_no_without_better_source
     configure(home, FAQ, collections=("faq",))  # one page, shown in full: nothing better to offer after a No
     thread = "1700007000.000001"
     async with serving_bot(SECRET) as slack:
-        await slack.event(mention("When does the canteen serve lunch?", thread, FAQ))
-        await slack.wait_posts(1)
-        await asyncio.sleep(0.3)
-        question = slack.feedback().questions()[0]
-        where = {"ts": question["message_ts"], "thread_ts": thread}
+        question, where = await _answered(slack, "When does the canteen serve lunch?", thread, FAQ)
         await slack.action("answered_no", question["id"], user="U_BOB", action_ts="950.1", message=where, channel=FAQ)
         note = (await slack.wait_posts(2))[1]
         assert note["thread_ts"] == thread and "who to ask is not configured" in note["text"]
@@ -535,11 +536,7 @@ async def test_an_escalation_slack_refused_is_not_recorded_and_the_next_click_ta
     configure(home, RUNBOOKS, collections=("runbooks",), experts=(EXPERT,))
     thread = "1700009000.000001"
     async with serving_bot(SECRET) as slack:
-        await slack.event(mention("Who signs off a production database migration?", thread, RUNBOOKS))
-        await slack.wait_posts(1)
-        await asyncio.sleep(0.3)
-        question = slack.feedback().questions()[0]
-        where = {"ts": question["message_ts"], "thread_ts": thread}
+        question, where = await _answered(slack, "Who signs off a production database migration?", thread, RUNBOOKS)
         slack.api.errors["chat.postMessage"] = "ratelimited"
         await slack.action("escalate", question["id"], user="U_BOB", action_ts="990.1", message=where,
                            channel=RUNBOOKS)
