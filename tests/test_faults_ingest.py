@@ -492,7 +492,7 @@ def _writing(db: Path) -> bool:
 
 
 def _kill_inside_a_long_write(proc: subprocess.Popen, db: Path, min_seconds: float = 0.02,
-                              deadline: float = 300) -> None:
+                              deadline: float = 300, stderr: Path | None = None) -> None:
     """SIGKILL the process while it holds the write lock of a transaction that has lasted at least
     ``min_seconds`` (page batches and deletions; not the millisecond bookkeeping ones). SIGSTOP first,
     and check the lock is still held, so the kill lands inside the transaction, not after it."""
@@ -514,7 +514,9 @@ def _kill_inside_a_long_write(proc: subprocess.Popen, db: Path, min_seconds: flo
             return
         proc.send_signal(signal.SIGCONT)
         since = None
-    raise AssertionError("the process never held the write lock long enough to be killed inside it")
+    said = stderr.read_text(errors="replace")[-2000:] if stderr is not None and stderr.exists() else ""
+    raise AssertionError("the process never held the write lock long enough to be killed inside it "
+                         f"(exit code {proc.poll()}): {said}")
 
 
 def _clean(tmp_path, docs: Path, server, *args) -> dict:
@@ -598,9 +600,11 @@ def test_kill_9_while_embedding_keeps_whole_pages_only_and_a_rerun_finishes(tmp_
 def test_kill_9_inside_the_write_transaction_rolls_it_back_and_a_rerun_finishes(tmp_path, small_docs, gated_server):
     docs = _docs(tmp_path, small_docs)
     home = tmp_path / "home"
-    proc = subprocess.Popen(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_inside_a_long_write(proc, home / "store.db", min_seconds=0.005)  # a page batch: a few ms on a quiet core
+    with open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen(_cli("ingest", str(docs), "-q"), env=_env(home, gated_server),
+                                stdout=subprocess.DEVNULL, stderr=err)
+    _kill_inside_a_long_write(proc, home / "store.db", min_seconds=0.005,  # a page batch: a few ms on a quiet core
+                              stderr=tmp_path / "stderr")
     clean = _clean(tmp_path, docs, gated_server)
     with Store.open(home / "store.db") as store:
         partial = check_store(store)

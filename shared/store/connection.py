@@ -7,6 +7,7 @@ ships its own SQLite (with FTS5) that can load sqlite-vec, so we take it when ne
 from __future__ import annotations
 
 import sqlite3 as _stdlib_sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,13 +39,31 @@ def connect(path: Path | str, *, readonly: bool = False) -> "sqlite3.Connection"
         sqlite_vec.load(conn)
         conn.enable_load_extension(False)
         if not readonly:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(conn)
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open the store {path}: {exc}") from None
     return conn
+
+
+def _switch_to_wal(conn: "sqlite3.Connection", seconds: float = 30) -> None:
+    """PRAGMA journal_mode=WAL, waiting for other connections. SQLite can fail this pragma at once with
+    "database is locked", without going through its busy handler, while another process holds the write
+    lock (seen when one process writes a new store and another opens it: 4 of 55 ingests failed so).
+    Retry until the other is done, as the busy timeout would."""
+    deadline = time.monotonic() + seconds
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 @contextmanager
