@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from .errors import DeepmemError
 
 __all__ = ["DatabaseError", "database_url", "describe", "connect", "one_line", "advisory_lock",
-           "SharedConnection"]
+           "HeldLock", "SharedConnection"]
 
 CONNECT_TIMEOUT = 10  # seconds
 
@@ -71,7 +71,7 @@ def advisory_lock(url: str, key: int, *, busy: Callable[[], Exception], applicat
         if not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
             raise busy()
         try:
-            yield conn
+            yield HeldLock(conn, key)
         finally:
             try:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [key])
@@ -79,6 +79,24 @@ def advisory_lock(url: str, key: int, *, busy: Callable[[], Exception], applicat
                 pass
     finally:
         conn.close()
+
+
+class HeldLock:
+    """A session advisory lock this process took. It is gone if its connection broke (a network drop,
+    the server restarted, an administrator ended the session): ``held()`` asks the server."""
+
+    def __init__(self, conn, key: int):
+        self._conn, self._key = conn, key
+
+    def held(self) -> bool:
+        import psycopg
+
+        try:
+            return bool(self._conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() "
+                "AND ((classid::bigint << 32) | objid::bigint) = %s", [self._key]).fetchone()[0])
+        except psycopg.Error:
+            return False
 
 
 class SharedConnection:

@@ -147,3 +147,34 @@ def test_a_stale_running_row_is_marked_only_when_nobody_holds_the_lock(pg_url, t
         assert [r["status"] for r in feedback.runs()] == ["running"]
     mark_interrupted(home, feedback, settings)
     assert [r["status"] for r in feedback.runs()] == ["interrupted"]
+
+
+def test_a_run_whose_lock_connection_drops_saves_nothing_and_another_replica_can_train(shared_corpus, tmp_path,
+                                                                                       embedder):
+    """A network drop ends the lock's session: another replica may start training at once. The run that lost
+    the lock finds out before it saves anything every replica serves, and says so."""
+    pg_url = shared_corpus
+    home, other = _replica_home(tmp_path, "losing"), _replica_home(tmp_path, "other")
+    settings = load_settings(home=str(home.root), database_url=pg_url)
+    taken_over = []
+
+    def log(message):
+        if "training on" in message:  # mid-run: the administrator ends the trainer's session
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      "WHERE application_name = 'deepmem trainer'").fetchall()
+            assert ended == [(True,)]
+            deadline = time.monotonic() + 10
+            while _lock_held(pg_url) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with run_lock(other, load_settings(home=str(other.root), database_url=pg_url)):
+                taken_over.append(True)  # another replica's run could start now
+
+    record = run_nightly(home, settings, NightlyConfig(train=FAST), embedder=embedder, log=log)
+    assert taken_over == [True]
+    assert record["status"] == "failed", record
+    assert record["error"].startswith("LostLock: the trainer lock was lost before saving the run's results")
+    registry = open_registry(home, settings)
+    assert registry.versions() == [] and registry.active_name() is None  # nothing saved, nothing promoted
+    assert not (home.root / "memory.json").exists()
+    assert [r["status"] for r in open_feedback(home, settings).runs()] == ["failed"]

@@ -106,14 +106,33 @@ class NightlyConfig:
 TRAINER_LOCK = 0x6465_6570_7472  # the advisory lock's key in the scale-out database: "deeptr"
 
 
+class LostLock(DeepmemError):
+    """The run lock went away mid-run (its database connection dropped): another run may have started."""
+
+
+class Lease:
+    """The run lock, while the run holds it. ``confirm`` before writing what other replicas serve: a file
+    lock lasts as long as this process, but a database lock ends with its connection, and then another
+    replica may be training too; its run, not this one, gets to promote."""
+
+    def __init__(self, lock=None):
+        self._lock = lock
+
+    def confirm(self, step: str) -> None:
+        if self._lock is not None and not self._lock.held():
+            raise LostLock(f"the trainer lock was lost {step} (its database connection dropped, and another "
+                           f"replica may be training); nothing was saved")
+
+
 @contextmanager
 def run_lock(home: Home, settings: Settings | None = None):
-    """Held for a whole run: a file lock in the data directory, or the database's advisory lock."""
+    """Held for a whole run: a file lock in the data directory, or the database's advisory lock.
+    Yields the run's Lease."""
     url = database_url(settings)
     if url:
         with advisory_lock(url, TRAINER_LOCK, busy=lambda: RunBusy("another retraining run is in progress"),
-                           application="deepmem trainer"):
-            yield
+                           application="deepmem trainer") as lock:
+            yield Lease(lock)
         return
     home.locks_dir.mkdir(parents=True, exist_ok=True)
     with open(home.locks_dir / "retrain.lock", "a+") as fh:  # not "w": that would wipe the holder's pid
@@ -125,7 +144,7 @@ def run_lock(home: Home, settings: Settings | None = None):
             fh.truncate(0)
             fh.write(str(os.getpid()))
             fh.flush()
-            yield
+            yield Lease()
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -139,10 +158,11 @@ def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = N
     started = time.perf_counter()
     record = {"id": run_id, "started_at": now(), "trigger": config.trigger, "pid": os.getpid()}
     try:
-        with run_lock(home, settings):
+        with run_lock(home, settings) as lease:
             _mark_interrupted(feedback)
             feedback.record([FeedbackStore.run_op(**record, status="running")])
-            result = _run(home, settings, config, embedder, feedback, log, Deadline(config.time_budget_s, started))
+            result = _run(home, settings, config, embedder, feedback, log, Deadline(config.time_budget_s, started),
+                          lease)
             record |= result
     except RunBusy as exc:
         record |= {"status": "skipped", "decision": str(exc)}
@@ -200,7 +220,7 @@ def _embed(store: Store, embedder: Embedder, texts: list[str], deadline: Deadlin
 
 
 def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedder | None, feedback: FeedbackStore,
-         log, deadline: Deadline) -> dict:
+         log, deadline: Deadline, lease: Lease) -> dict:
     embedder = embedder or make_embedder(settings)
     with open_store(home, settings, create=False) as store:
         if config.reingest:
@@ -294,15 +314,16 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
                             {"name": "held-out synthetic test split", "base": verdict.sets["synthetic"]["plain"],
                              "deep_memory": verdict.sets["synthetic"]["challenger"]}],
                 "decision": reason, "champion": champion_name}
+        params, memory_report = _tune_memory(index, store, embedder, data, vec)
+        covered_real = [i for i, q in enumerate(real_test) if q.targets]  # a question with an answer in the docs
+        lease.confirm("before saving the run's results")  # what follows is served by every replica
         version = registry.save(result.adapter, meta).name if result.best_epoch >= 0 else None
         if promote and version:
             registry.activate(version)
         elif verdict.demote_champion:
             registry.deactivate()
             reason += f"; {champion_name} loses to plain search on held-out real questions: switched off"
-        params, memory_report = _tune_memory(index, store, embedder, data, vec)
         params.save(home.root / "memory.json", {"tuned_at": now(), "report": memory_report})
-        covered_real = [i for i, q in enumerate(real_test) if q.targets]  # a question with an answer in the docs
         coverage = calibrate_store(store, index, [real_test[i].text for i in covered_real],
                                    held_real.vectors[covered_real], [e.text for e in data.test], vec["test"],
                                    seed=config.seed, at=now())
