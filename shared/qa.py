@@ -59,8 +59,7 @@ class QAService:
             recent = self._recent.get(question_id)
         if recent is not None:
             return list(recent)
-        rows = self.feedback.rows("SELECT rank, chunk_id, score, cited FROM retrievals "
-                                  "WHERE question_id = ? AND variant = 'answer' ORDER BY rank", [question_id])
+        rows = self.feedback.answer_retrievals(question_id)
         shown = {r["rank"] for r in rows if r["cited"]} or {r["rank"] for r in rows[:SHOWN]}
         chunks = self.answerer.searcher.store.chunks_by_id([r["chunk_id"] for r in rows])
         out = []
@@ -120,9 +119,7 @@ class QAService:
     # -- escalation: a person asked for an expert ---------------------------------------------
     def question(self, question_id: str) -> dict | None:
         """The recorded question (who asked what, where), or None."""
-        rows = self.feedback.rows("SELECT id, user_id, channel_id, thread_ts, text FROM questions WHERE id = ?",
-                                  [question_id])
-        return rows[0] if rows else None
+        return self.feedback.question(question_id)
 
     @staticmethod
     def escalation_id(channel_id: str, thread_ts: str, tagged: bool) -> str:
@@ -131,8 +128,7 @@ class QAService:
 
     def escalated(self, channel_id: str, thread_ts: str, tagged: bool) -> bool:
         """Has this thread been escalated already (experts tagged, or told that nobody is configured)?"""
-        return bool(self.feedback.rows("SELECT 1 FROM events WHERE id = ?",
-                                       [self.escalation_id(channel_id, thread_ts, tagged)]))
+        return self.feedback.has_event(self.escalation_id(channel_id, thread_ts, tagged))
 
     def record_escalation(self, question_id: str, user_id: str, channel_id: str, thread_ts: str, *, tagged: bool,
                           via: str) -> None:

@@ -84,12 +84,27 @@ def test_both_backends_give_the_same_relations(tmp_path, pg_url):
     local = open_feedback(Home.open(tmp_path / "a"), load_settings(home=str(tmp_path / "a")))
     shared = open_feedback(Home.open(tmp_path / "b"), load_settings(home=str(tmp_path / "b"), database_url=pg_url))
     try:
-        _conversation(local)
-        _conversation(shared)
+        awkward = FeedbackStore.question_op(  # what the mirror's CSV copy must keep: quotes, commas, lines, ""
+            id="q3", asked_at="2026-01-01T09:00:00.123456+00:00", source="web", user_id="erin",
+            text='a "quoted", comma\nand a new line, ünïcode 🎉\\N', answer="", latency_ms=0, covered=False,
+            coverage=0.1 + 0.2)
+        for log in (local, shared):
+            _conversation(log)
+            log.record([awkward])
+            log.drain()
         for what in ("labels", "events", "questions"):
             assert _plain(getattr(local, what)()) == _plain(getattr(shared, what)()), what
+        assert next(q for q in shared.questions() if q["id"] == "q3")["answer"] == ""  # empty, not NULL
         query = "SELECT question_id, variant, rank, chunk_id, url, score, cited FROM retrievals ORDER BY ALL"
         assert local.rows(query) == shared.rows(query)
+        # reads by key: the Postgres log answers them from its tables, with the same rows
+        for log in (local, shared):
+            assert log.question("q3") == {"id": "q3", "user_id": "erin", "channel_id": None, "thread_ts": None,
+                                          "text": 'a "quoted", comma\nand a new line, ünïcode 🎉\\N'}
+            assert log.question("nope") is None
+            assert [(r["rank"], r["chunk_id"], r["cited"]) for r in log.answer_retrievals("q1")] == [
+                (1, "c1", True), (2, "c2", True), (3, "c3", False)]
+            assert log.has_event("e5") and not log.has_event("e6")
     finally:
         shared.close()
 
@@ -206,3 +221,47 @@ def test_forget_removes_the_users_thread_state_too(tmp_path, pg_url):
     finally:
         store.close()
         coordination.close()
+
+
+MIRROR_USER = """
+import sys, time
+from shared.feedback.postgres import PostgresFeedback
+log = PostgresFeedback(sys.argv[1])
+log.labels()
+print(log._folder, flush=True)
+if sys.argv[2] == "close":
+    log.close()
+    print("closed", flush=True)
+else:
+    time.sleep(600)
+"""
+
+
+def test_a_replicas_mirror_is_a_file_removed_on_close_or_by_the_next_one_after_a_kill(tmp_path, pg_url):
+    """The Postgres log's mirror is a DuckDB file in its own temporary folder (bounded memory); a replica
+    killed with SIGKILL cannot remove it, so the next one on the machine does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shared = open_feedback(Home.open(tmp_path / "h"), load_settings(home=str(tmp_path / "h"), database_url=pg_url))
+    _conversation(shared)
+    shared.close()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    killed = subprocess.Popen([sys.executable, "-c", MIRROR_USER, pg_url, "sleep"], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    folder = Path(killed.stdout.readline().strip())
+    assert folder.parent == tmp and (folder / "mirror.duckdb").stat().st_size > 0
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    assert folder.exists()  # nobody removed it
+    run = subprocess.run([sys.executable, "-c", MIRROR_USER, pg_url, "close"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    own = Path(run.stdout.splitlines()[0])
+    assert run.stdout.splitlines()[1] == "closed"
+    assert not folder.exists() and not own.exists() and list(tmp.iterdir()) == []

@@ -156,6 +156,30 @@ class FeedbackReads:
     def questions(self) -> list[dict]:
         return self.rows("SELECT * FROM questions ORDER BY asked_at, id")
 
+    # -- reads by key (a click on a button): one SQL for both backends, which may answer them from their own
+    # indexed tables instead of ``rows`` ({t}: the tables' schema, if any; ? a parameter)
+    KEYED = {
+        "question": "SELECT id, user_id, channel_id, thread_ts, text FROM {t}questions WHERE id = ?",
+        "answer_retrievals": "SELECT rank, chunk_id, score, cited FROM {t}retrievals "
+                             "WHERE question_id = ? AND variant = 'answer' ORDER BY rank",
+        "event": "SELECT id FROM {t}events WHERE id = ?",
+    }
+
+    def keyed(self, name: str, params: list) -> list[dict]:
+        return self.rows(self.KEYED[name].format(t=""), params)
+
+    def question(self, question_id: str) -> dict | None:
+        """The recorded question (id, who asked what, where), or None."""
+        rows = self.keyed("question", [question_id])
+        return rows[0] if rows else None
+
+    def answer_retrievals(self, question_id: str) -> list[dict]:
+        """What an answer retrieved (rank, chunk_id, score, cited), best first."""
+        return self.keyed("answer_retrievals", [question_id])
+
+    def has_event(self, event_id: str) -> bool:
+        return bool(self.keyed("event", [event_id]))
+
 
 class FeedbackStore(FeedbackReads):
     def __init__(self, home: Home, lock_timeout: float = 30.0):
