@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict,
                                TomlConfigSettingsSource)
 
@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     # the scale-out backend: store, feedback log, adapter registry and coordination in PostgreSQL
     # (pgvector); unset = the single-machine default (sqlite-vec + DuckDB in DEEPMEM_HOME)
     database_url: SecretStr | None = Field(None, validation_alias=_env("DEEPMEM_DATABASE_URL"))
+    # the pgvector HNSW index (scale-out mode): more links and a deeper build raise recall and build time;
+    # a larger ef_search raises recall and search time (bench/SCALE.md)
+    pg_hnsw_m: int = Field(16, ge=2, le=100, validation_alias=_env("DEEPMEM_PG_HNSW_M"),
+                           description="links per vector in the HNSW graph (pgvector's m)")
+    pg_hnsw_ef_construction: int = Field(64, ge=4, le=1000, validation_alias=_env("DEEPMEM_PG_HNSW_EF_CONSTRUCTION"),
+                                         description="candidates kept while building (at least twice m)")
+    pg_ef_search: int = Field(400, ge=1, le=1000, validation_alias=_env("DEEPMEM_PG_EF_SEARCH"),
+                              description="candidates kept while searching (hnsw.ef_search)")
 
     # embeddings
     embedder: Literal["local", "openai"] = Field("local", validation_alias=_env("DEEPMEM_EMBEDDER"))
@@ -178,6 +186,13 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"DEEPMEM_CHAT_TRUSTED_PROXIES: {item!r} is not an address or network") from None
         return ",".join(items)
+
+    @model_validator(mode="after")
+    def _hnsw_build(self):
+        if self.pg_hnsw_ef_construction < 2 * self.pg_hnsw_m:
+            raise ValueError(f"DEEPMEM_PG_HNSW_EF_CONSTRUCTION ({self.pg_hnsw_ef_construction}) must be at least "
+                             f"twice DEEPMEM_PG_HNSW_M ({self.pg_hnsw_m})")
+        return self
 
     @property
     def llm_configured(self) -> bool:

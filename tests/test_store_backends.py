@@ -438,3 +438,78 @@ def test_postgres_rows_loaded_before_binding_are_indexed_at_bind(pg_url):
         store.bind_embedder("test-vectors", DIM)
         assert not store.build_vector_index()  # bind built it
         assert len(store.vector_search(_unit(rng, 1)[0], 10)) == 10
+
+
+def test_postgres_hnsw_options_come_from_the_settings_and_a_rebuild_swaps_the_index_in(pg_url, tmp_path,
+                                                                                       monkeypatch):
+    """DEEPMEM_PG_HNSW_M / _EF_CONSTRUCTION / DEEPMEM_PG_EF_SEARCH reach the index; an index built with other
+    options is kept (and reported) until `deepmem vector-index --rebuild`, which builds the new one beside
+    it and swaps it in; search answers from the index throughout."""
+    import json
+
+    from click.testing import CliRunner
+
+    from shared.cli import cli
+
+    rng = np.random.default_rng(11)
+    monkeypatch.setenv("DEEPMEM_DATABASE_URL", pg_url)
+    monkeypatch.setenv("DEEPMEM_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()  # the replica's own data directory
+    for name, value in (("M", "8"), ("EF_CONSTRUCTION", "24")):
+        monkeypatch.setenv(f"DEEPMEM_PG_HNSW_{name}", value)
+    monkeypatch.setenv("DEEPMEM_PG_EF_SEARCH", "120")
+    with open_store(None, load_settings()) as store:
+        assert (store.hnsw_m, store.hnsw_ef_construction, store.ef_search) == (8, 24, 120)
+        store.exact_limit = 1000
+        _fill(store, rng, 30, 100)  # 3000 chunks
+        assert store.build_vector_index(if_needed=True)
+        assert {k: store.vector_index()[k] for k in ("built", "valid", "m", "ef_construction")} == {
+            "built": True, "valid": True, "m": 8, "ef_construction": 24}
+
+    def cli_state(*args):
+        result = CliRunner().invoke(cli, ["vector-index", *args, "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    monkeypatch.setenv("DEEPMEM_PG_HNSW_M", "12")  # new settings: the built index stays until a rebuild
+    assert (cli_state()["m"], cli_state()["wanted"]["m"]) == (8, 12)
+    text = CliRunner().invoke(cli, ["vector-index"], catch_exceptions=False).output
+    assert "m 8, ef_construction 24" in text and "run `deepmem vector-index --rebuild`" in text
+    with open_store(None, load_settings()) as store:
+        assert not store.build_vector_index(if_needed=True)  # an ingest's end does not rebuild it
+    rebuilt = cli_state("--rebuild")
+    assert (rebuilt["m"], rebuilt["ef_construction"], rebuilt["valid"]) == (12, 24, True)
+    assert rebuilt["rebuilt_in_s"] >= 0
+    with open_store(None, load_settings()) as store:
+        store.exact_limit = 1000
+        names = [r[0] for r in store.conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'chunks' "
+                                                  "AND indexdef LIKE '%hnsw%'").fetchall()]
+        assert names == ["chunks_embedding_hnsw"]  # the old one is gone, the new one has its name
+        rowids, matrix = store.all_vectors()
+        recalls = []
+        for q in _unit(rng, 30):
+            exact = {int(rowids[i]) for i in np.argsort(-(matrix @ q))[:10]}
+            recalls.append(len(exact & {r for r, _ in store.vector_search(q, 10)}) / 10)
+        assert np.mean(recalls) >= 0.95, np.mean(recalls)
+
+
+def test_hnsw_settings_are_checked_in_one_line():
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"DEEPMEM_PG_HNSW_EF_CONSTRUCTION \(40\) must be at least twice "
+                                          r"DEEPMEM_PG_HNSW_M \(32\)"):
+        load_settings(pg_hnsw_m=32, pg_hnsw_ef_construction=40)
+    with pytest.raises(ConfigError, match="pg_ef_search"):
+        load_settings(pg_ef_search=5000)
+
+
+def test_the_single_machine_store_says_it_has_no_vector_index(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from shared.cli import cli
+
+    monkeypatch.delenv("DEEPMEM_DATABASE_URL", raising=False)
+    store = Store.open(tmp_path / "store.db")
+    store.close()
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "vector-index"])
+    assert result.exit_code == 1 and "searches exactly and has no vector index" in result.output

@@ -339,3 +339,4 @@ from . import feedback as _feedback  # noqa: E402,F401  (registers feedback expo
 from . import migrate as _migrate  # noqa: E402,F401  (registers migrate)
 from . import report as _report  # noqa: E402,F401  (registers report)
 from . import sources as _sources  # noqa: E402,F401  (registers sources list, remove)
+from . import vector_index as _vector_index  # noqa: E402,F401  (registers vector-index)

@@ -21,5 +21,8 @@ def open_store(home, settings, *, create: bool = True) -> DocumentStore:
     if settings.database_url is not None:
         from .postgres import PostgresStore  # psycopg is needed only in the scale-out mode
 
-        return PostgresStore.open(settings.database_url.get_secret_value(), create=create)
+        store = PostgresStore.open(settings.database_url.get_secret_value(), create=create)
+        store.hnsw_m, store.hnsw_ef_construction = settings.pg_hnsw_m, settings.pg_hnsw_ef_construction
+        store.ef_search = settings.pg_ef_search
+        return store
     return Store.open(home.store_path, create=create)

@@ -52,14 +52,17 @@ EF_SEARCH = 400  # HNSW candidate list: recall@10 of exact 0.986 at 100k, 0.955 
 MAX_EF_SEARCH = 1000  # pgvector's limit
 # An HNSW build keeps its graph in maintenance_work_mem and falls back to a much slower on-disk build
 # once it is full: pgvector 0.6 took 2,048 bytes per 384-d vector (bench/SCALE.md, 1M chunks: 2 GB).
-INDEX_BYTES_PER_CHUNK = 2_200
+INDEX_BYTES_PER_CHUNK = 2_200  # at m = 16
+INDEX_BYTES_PER_LINK = 32  # each m more: 2 more layer-0 neighbours of 16 bytes (pgvector's HnswCandidate)
 INDEX_BUILD_MEMORY_MB = (512, 16_384)  # the least and the most a build asks for
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64  # pgvector's defaults, and an index built without options
 
 
-def index_build_memory_mb(chunks: int) -> int:
+def index_build_memory_mb(chunks: int, m: int = HNSW_M) -> int:
     """maintenance_work_mem for building the index over ``chunks`` vectors: the whole graph, bounded."""
     low, high = INDEX_BUILD_MEMORY_MB
-    return int(min(high, max(low, -(-chunks * INDEX_BYTES_PER_CHUNK // 2**20))))
+    per_chunk = INDEX_BYTES_PER_CHUNK + (m - HNSW_M) * INDEX_BYTES_PER_LINK
+    return int(min(high, max(low, -(-chunks * per_chunk // 2**20))))
 NOW = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection, c.page_id, c.ord"
 CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
@@ -191,6 +194,7 @@ class PostgresStore(DocumentStore):
         self._counts: tuple[int, dict[str, int]] | None = None
         self.exact_limit = EXACT_LIMIT  # chunks searched below which search is exact
         self.ef_search = EF_SEARCH
+        self.hnsw_m, self.hnsw_ef_construction = HNSW_M, HNSW_EF_CONSTRUCTION  # what a build uses
         self._register_vector()
 
     # -- opening ---------------------------------------------------------------------------
@@ -283,30 +287,50 @@ class PostgresStore(DocumentStore):
             self._x(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(dim)})")
         self.build_vector_index(if_needed=True)  # rows bulk-loaded before binding: index them now
 
-    def build_vector_index(self, *, if_needed: bool = False) -> bool:
-        """Build the HNSW index (cosine) on the vectors, concurrently (writers go on meanwhile); with
-        ``if_needed``, only once the corpus has ``exact_limit`` chunks (below, search is exact and an
-        index would only slow every insert: 50x in bench/ingest_throughput). One process builds; the
-        others skip. True if this call built it."""
+    def vector_index(self) -> dict:
+        """The HNSW index: whether it is built and usable, its m and ef_construction (and the ones a build
+        would use now), its size, and the chunks it covers."""
+        row = self._one("SELECT i.indisvalid, c.reloptions, pg_relation_size(c.oid) FROM pg_index i "
+                        "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'chunks_embedding_hnsw'")
+        options = dict(o.split("=", 1) for o in (row[1] or [])) if row else {}
+        return {"built": row is not None, "valid": bool(row and row[0]),
+                "m": int(options.get("m", HNSW_M)) if row else None,
+                "ef_construction": int(options.get("ef_construction", HNSW_EF_CONSTRUCTION)) if row else None,
+                "size_mb": round(row[2] / 2**20, 1) if row else 0.0,
+                "chunks": self._one("SELECT count(*) FROM chunks")[0], "exact_below": self.exact_limit,
+                "ef_search": self.ef_search, "wanted": {"m": self.hnsw_m, "ef_construction": self.hnsw_ef_construction}}
+
+    def build_vector_index(self, *, if_needed: bool = False, rebuild: bool = False) -> bool:
+        """Build the HNSW index (cosine, ``hnsw_m`` and ``hnsw_ef_construction``) on the vectors, concurrently
+        (writers go on meanwhile); with ``if_needed``, only once the corpus has ``exact_limit`` chunks (below,
+        search is exact and an index would only slow every insert: 50x in bench/ingest_throughput).
+        A valid index is kept, even one built with other options, unless ``rebuild``: then a new one is built
+        beside it, and swapped in in one short transaction (searches use the old one until then).
+        One process builds; the others skip. True if this call built it."""
         if self.dim is None or self._depth:
             return False
-        state = self._one("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                          "WHERE c.relname = 'chunks_embedding_hnsw'")
-        if state is not None and state[0]:
+        state = self.vector_index()
+        if state["valid"] and not rebuild:
             return False
-        if if_needed and self._one("SELECT count(*) FROM chunks")[0] < self.exact_limit:
+        if if_needed and state["chunks"] < self.exact_limit:
             return False
+        swap = state["valid"]
+        name = "chunks_embedding_hnsw_next" if swap else "chunks_embedding_hnsw"
         with self.lock:
             if not self._one("SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK + 1,))[0]:
                 return False  # another process is building it
             try:
-                if state is not None:  # a build that was interrupted leaves an invalid index behind
+                if state["built"] and not swap:  # a build that was interrupted leaves an invalid index behind
                     self._x("DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_hnsw")
-                chunks = self._one("SELECT count(*) FROM chunks")[0]
-                self._x(f"SET maintenance_work_mem = '{index_build_memory_mb(chunks)}MB'")
-                self._x("CREATE INDEX CONCURRENTLY IF NOT EXISTS chunks_embedding_hnsw ON chunks "
-                        "USING hnsw (embedding vector_cosine_ops)")
+                self._x("DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_hnsw_next")  # an interrupted rebuild's
+                self._x(f"SET maintenance_work_mem = '{index_build_memory_mb(state['chunks'], self.hnsw_m)}MB'")
+                self._x(f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw (embedding vector_cosine_ops) "
+                        f"WITH (m = {int(self.hnsw_m)}, ef_construction = {int(self.hnsw_ef_construction)})")
                 self._x("RESET maintenance_work_mem")
+                if swap:
+                    with self.conn.transaction():
+                        self._x("DROP INDEX chunks_embedding_hnsw")
+                        self._x("ALTER INDEX chunks_embedding_hnsw_next RENAME TO chunks_embedding_hnsw")
             finally:
                 self._x("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK + 1,))
         return True
