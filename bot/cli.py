@@ -102,3 +102,6 @@ def import_(app: App, channels: tuple[str, ...], max_threads: int | None, as_jso
                f"the last import")
     click.echo(f"labeled {report.labeled} questions ({report.strong} marked resolved or thanked), "
                f"{report.labels} linked sections")
+    if report.busy:
+        click.echo(f"skipped {', '.join('#' + c for c in report.busy)}: another process is reading it now "
+                   f"(it keeps the progress; run again later to go on)")

@@ -4,9 +4,11 @@ Reads the channels the operator names (never direct messages) with slack_sdk:
 ``conversations.history`` for thread parents, ``conversations.replies`` for each thread, both
 paginated. Slack's rate limits are honoured (a 429's Retry-After, by slack_sdk's retry handler).
 A run is resumable: after every page of parents, where it stands (the page cursor and every
-thread already read, with its latest reply) is saved in ``$DEEPMEM_HOME/history/``, so an
-interrupted import goes on where it stopped. Later runs are incremental: they read parents from
-``LOOKBACK_DAYS`` before the last complete run on, and fetch only threads with new replies.
+thread already read, with its latest reply) is saved (``history_progress``: files in
+``$DEEPMEM_HOME/history/``, or the scale-out database, where every replica goes on from it), so
+an interrupted import goes on where it stopped. One process reads a channel at a time; another
+skips it meanwhile. Later runs are incremental: they read parents from ``LOOKBACK_DAYS`` before
+the last complete run on, and fetch only threads with new replies.
 
 Each thread becomes a ``shared.history.Message`` list and goes through ``label_thread``: a
 question asked by a person and answered by another person with links into the ingested docs
@@ -18,13 +20,9 @@ section (answerer's id, strength). Answers' text is not kept, only their links.
 from __future__ import annotations
 
 import html
-import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from slack_sdk import WebClient
@@ -36,6 +34,8 @@ from shared.feedback.store import FeedbackStore
 from shared.history import Message, docs_entry, label_thread, record_label
 from shared.home import Home
 from shared.queries import Resolver
+
+from .history_progress import ChannelBusy, FileProgress, HistoryProgress, open_progress
 
 __all__ = ["HistoryImport", "ImportReport", "slack_message", "import_history", "history_client", "LOOKBACK_DAYS"]
 
@@ -88,31 +88,10 @@ class ImportReport:
     strong: int = 0
     labels: int = 0
     resumed: bool = False
+    busy: list[str] = field(default_factory=list)  # channels another process was reading: skipped
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class _State:
-    """Where an import stands in one channel, saved atomically after every page."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.data = {"complete_through": None, "pass": None, "threads": {}}
-        if path.exists():
-            try:
-                self.data |= json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                log.warning("history state %s is unreadable; this channel is read again from the start", path)
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
 
 
 def history_client(settings) -> WebClient:
@@ -125,8 +104,10 @@ class HistoryImport:
     """Reads channels through ``client`` and records labels for threads answered with docs links."""
 
     def __init__(self, client: WebClient, home: Home, resolver: Resolver, feedback: FeedbackStore,
-                 *, log_fn: Callable[[str], None] = log.info, stop: Callable[[], bool] | None = None):
+                 *, log_fn: Callable[[str], None] = log.info, stop: Callable[[], bool] | None = None,
+                 progress: HistoryProgress | None = None):
         self.client = client
+        self.progress = progress or FileProgress(home)  # open_progress(home, settings): shared by replicas
         self.stop = stop or (lambda: False)  # asked between threads and pages: the import then saves and returns
         self.home = home
         self.resolver = resolver
@@ -167,13 +148,19 @@ class HistoryImport:
             if self.stop():
                 break
             report.channels.append(name)
-            self._channel(channel, team, report, max_threads)
+            try:
+                with self.progress.reading(channel):
+                    self._channel(channel, team, report, max_threads)
+            except ChannelBusy:  # another process (a replica) is reading it now, and keeps the progress
+                report.channels.remove(name)
+                report.busy.append(name)
+                self.log(f"#{name} is being read by another process now; skipped")
         self.feedback.drain()
         return report
 
     def _channel(self, channel: str, team: str | None, report: ImportReport, max_threads: int | None) -> None:
-        state = _State(self.home.root / "history" / f"{channel}.json")
-        data = state.data
+        data = self.progress.load(channel)
+        save = lambda: self.progress.save(channel, data)  # noqa: E731
         if data["pass"] is None:  # a new pass: from the start, or from shortly before the last complete one
             through = data["complete_through"]
             oldest = f"{float(through) - LOOKBACK_DAYS * 86400:.6f}" if through else "0"
@@ -198,18 +185,18 @@ class HistoryImport:
                     report.threads_skipped_unchanged += 1
                     continue
                 if self.stop() or max_threads is not None and report.threads_read >= max_threads:
-                    state.save()  # the next run goes on from this page; threads read are not read again
+                    save()  # the next run goes on from this page; threads read are not read again
                     return
                 self._thread(channel, ts, team, report)
                 data["threads"][ts] = latest
             run["cursor"] = (page.get("response_metadata") or {}).get("next_cursor") or None
-            state.save()
+            save()
             if not run["cursor"]:
                 break
             if self.stop():
                 return
         data["complete_through"], data["pass"] = run["newest"], None
-        state.save()
+        save()
 
     def _thread(self, channel: str, ts: str, team: str | None, report: ImportReport) -> None:
         messages: list[Message] = []
@@ -259,5 +246,9 @@ def import_history(client: WebClient, home: Home, store, channels: list[str], *,
                    settings=None) -> ImportReport:
     from shared.feedback import open_feedback
 
-    return HistoryImport(client, home, Resolver(store), open_feedback(home, settings), log_fn=log_fn).run(
-        channels, team=team, max_threads=max_threads)
+    progress = open_progress(home, settings)
+    try:
+        return HistoryImport(client, home, Resolver(store), open_feedback(home, settings), log_fn=log_fn,
+                             progress=progress).run(channels, team=team, max_threads=max_threads)
+    finally:
+        progress.close()

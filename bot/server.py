@@ -119,22 +119,28 @@ async def import_history_forever(runtime: Runtime, stopping: threading.Event) ->
     from shared.queries import Resolver
 
     from .history import HistoryImport, history_client
+    from .history_progress import open_progress
 
     settings = runtime.settings
     client = history_client(settings)
     channels = ", ".join(settings.history_channels)
 
     def run_once():
-        importer = HistoryImport(client, runtime.home, Resolver(runtime.store), runtime.feedback,
-                                 stop=stopping.is_set)
-        return importer.run(settings.history_channels)
+        progress = open_progress(runtime.home, settings)  # with several replicas: in the database they share
+        try:
+            importer = HistoryImport(client, runtime.home, Resolver(runtime.store), runtime.feedback,
+                                     stop=stopping.is_set, progress=progress)
+            return importer.run(settings.history_channels)
+        finally:
+            progress.close()
 
     while not stopping.is_set():
         try:
             report = await asyncio.to_thread(run_once)
             if not stopping.is_set():
-                log.info("history of %s imported: %d threads read, %d questions labeled (%d resolved or thanked)",
-                         channels, report.threads_read, report.labeled, report.strong)
+                log.info("history of %s imported: %d threads read, %d questions labeled (%d resolved or thanked)%s",
+                         channels, report.threads_read, report.labeled, report.strong,
+                         f"; another replica was reading {', '.join(report.busy)}" if report.busy else "")
         except Exception as exc:  # Slack down, a channel the bot left: the bot goes on, the next run retries
             log.warning("history of %s not imported: %s", channels, exc)
         waited = 0.0

@@ -313,3 +313,63 @@ def test_history_labels_act_at_once_through_the_feedback_memory(workspace, slack
     for question, place in asked.items():  # the linked place first (and what was first stays first)
         after = [h.chunk.url for h in searcher.search(question, 10).hits]
         assert after[0].startswith(place), (question, before[question][:3], after[:3])
+
+
+@pytest.fixture(params=["files", "postgres"])
+def replicas(request, slack, store_copy, tmp_path, monkeypatch):
+    """Two processes importing history: on one machine (one data directory, files), or two replicas with
+    data directories of their own and one database (the small store copied into it)."""
+    from shared.settings import load_settings
+    from shared.store import open_store
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_API_URL", slack.base_url)
+    if request.param == "files":
+        home = Home.open(store_copy.path.parent)
+        settings = load_settings(home=str(home.root))
+        yield [(home, settings, store_copy), (home, settings, store_copy)]
+        return
+    from shared.migrate import migrate_home
+
+    pg_url = request.getfixturevalue("pg_url")
+    assert migrate_home(Home.open(store_copy.path.parent), pg_url).ok
+    out = []
+    for name in ("replica-1", "replica-2"):
+        home = Home.open(tmp_path / name)
+        settings = load_settings(home=str(home.root), database_url=pg_url)
+        out.append((home, settings, open_store(home, settings, create=False)))
+    yield out
+    for _, _, store in out:
+        store.close()
+
+
+def test_replicas_share_the_import_progress_and_never_read_a_channel_at_once(replicas, slack):
+    from bot.history import history_client, import_history
+    from bot.history_progress import open_progress
+    from shared.feedback import open_feedback
+
+    def run(n, **kw):
+        home, settings, store = replicas[n]
+        return import_history(history_client(settings), home, store, ["help-docs"], settings=settings, **kw)
+
+    first = run(0, max_threads=2)  # stopped after two threads (a replica restarted mid-import)
+    assert first.threads_read == 2
+    read_first = {c["ts"] for c in slack.calls_of("conversations.replies")}
+    slack.calls.clear()
+    second = run(1)  # the other one goes on from where the first stopped
+    assert second.resumed and second.threads_read > 0
+    assert not read_first & {c["ts"] for c in slack.calls_of("conversations.replies")}  # no thread read twice
+    home, settings, _ = replicas[1]
+    assert len({r["question"] for r in open_feedback(home, settings).labels()}) == 4  # the whole import's labels
+
+    progress = open_progress(*replicas[0][:2])
+    try:
+        with progress.reading(HELP):  # the first replica is reading the channel now
+            slack.calls.clear()
+            third = run(1)
+        assert third.busy == ["help-docs"] and third.channels == [] and third.threads_read == 0
+        assert not slack.calls_of("conversations.history")  # nothing read from Slack meanwhile
+        after = run(1)  # once it is done, the channel is read again (incrementally)
+        assert after.busy == [] and after.channels == ["help-docs"] and after.threads_read == 0
+    finally:
+        progress.close()
