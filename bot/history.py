@@ -35,7 +35,7 @@ from shared.history import Message, docs_entry, label_thread, record_label
 from shared.home import Home
 from shared.queries import Resolver
 
-from .history_progress import ChannelBusy, FileProgress, HistoryProgress, open_progress
+from shared.history_progress import ChannelBusy, FileProgress, HistoryProgress, open_progress
 
 __all__ = ["HistoryImport", "ImportReport", "slack_message", "import_history", "history_client", "LOOKBACK_DAYS"]
 

@@ -119,7 +119,7 @@ async def import_history_forever(runtime: Runtime, stopping: threading.Event) ->
     from shared.queries import Resolver
 
     from .history import HistoryImport, history_client
-    from .history_progress import open_progress
+    from shared.history_progress import open_progress
 
     settings = runtime.settings
     client = history_client(settings)

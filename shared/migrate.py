@@ -2,7 +2,8 @@
 
 What is copied: the adapter versions with the active pointer and its history, the feedback log
 (questions, retrievals, events, and the retraining runs), the channel configuration (channels.json:
-the default and each channel's settings, merged into the database's), and the store (sources, pages with their
+the default and each channel's settings, merged into the database's), each channel's Slack history-import
+progress the database does not have yet, and the store (sources, pages with their
 chunks, vectors and links, read and written through the ``DocumentStore`` interface on both sides;
 that interface does not return a page's original size in bytes, which nothing reads, so copied
 pages record 0; the caches of generated questions and their vectors are not copied: the first
@@ -65,7 +66,34 @@ def migrate_home(home: Home, url: str, *, log=lambda message: None) -> Migration
     _migrate_feedback(home, url, report, log)
     _migrate_store(home, url, report, log)
     _migrate_channels(home, url, report, log)
+    _migrate_history_progress(home, url, report, log)
     return report
+
+
+# -- where the Slack history import stands --------------------------------------------------------
+
+def _migrate_history_progress(home: Home, url: str, report: MigrationReport, log) -> None:
+    """Each channel's history-import progress the database does not have yet (a replica that has read
+    a channel since holds a newer one: it is kept), so the replicas go on from where this machine was."""
+    from .history_progress import FileProgress, PostgresProgress
+
+    here = FileProgress(home)
+    channels = here.channels()
+    if not channels:
+        report.notes.append("no history import progress in the data directory: nothing to copy")
+        return
+    target = PostgresProgress(url)
+    try:
+        there = set(target.channels())
+        new = [c for c in channels if c not in there]
+        for channel in new:
+            target.save(channel, here.load(channel))
+        after = set(target.channels())
+    finally:
+        target.close()
+    missing = sum(1 for c in channels if c not in after)
+    report.tables.append(TableCount("history_progress", len(channels), len(new), len(after), missing))
+    log(f"history import progress: {len(channels)} channels, {len(new)} copied")
 
 
 # -- the channel configuration ----------------------------------------------------------------------

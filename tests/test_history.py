@@ -345,7 +345,7 @@ def replicas(request, slack, store_copy, tmp_path, monkeypatch):
 
 def test_replicas_share_the_import_progress_and_never_read_a_channel_at_once(replicas, slack):
     from bot.history import history_client, import_history
-    from bot.history_progress import open_progress
+    from shared.history_progress import open_progress
     from shared.feedback import open_feedback
 
     def run(n, **kw):

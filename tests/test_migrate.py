@@ -125,3 +125,31 @@ def test_migrate_needs_a_postgres_url(tmp_path):
     home = Home.open(tmp_path / "home")
     run = CliRunner().invoke(cli, ["--home", str(home.root), "migrate", "--to", "mysql://x/y"])
     assert run.exit_code == 2 and "postgresql://" in run.output
+
+
+def test_migrate_copies_the_history_import_progress_and_keeps_a_newer_one(store_copy, pg_url):
+    """Where the Slack history import stands per channel goes along, so the replicas do not read the
+    channels again from the start; a channel a replica has read since keeps the database's progress."""
+    from shared.history_progress import FileProgress, PostgresProgress
+
+    home = Home.open(store_copy.path.parent)
+    here = FileProgress(home)
+    mine = {"complete_through": "1700000900.000100", "pass": None, "threads": {"1700000500.000100": "1700000600.1"}}
+    here.save("C0HELPDOCS", mine)
+    here.save("C0RUNBOOKS", mine | {"complete_through": "1700000100.000100"})
+    there = PostgresProgress(pg_url)
+    newer = mine | {"complete_through": "1700009999.000100"}
+    there.save("C0RUNBOOKS", newer)  # a replica read #runbooks further already
+    try:
+        run = CliRunner().invoke(cli, ["--home", str(home.root), "migrate", "--to", pg_url, "--json"],
+                                 catch_exceptions=False)
+        assert run.exit_code == 0, run.output
+        counts = {t["name"]: t for t in json.loads(run.output)["tables"]}
+        assert counts["history_progress"] == {"name": "history_progress", "source": 2, "copied": 1, "target": 2,
+                                              "missing": 0}
+        assert there.load("C0HELPDOCS") == mine and there.load("C0RUNBOOKS") == newer
+        again = CliRunner().invoke(cli, ["--home", str(home.root), "migrate", "--to", pg_url, "--json"],
+                                   catch_exceptions=False)
+        assert {t["name"]: t["copied"] for t in json.loads(again.output)["tables"]}["history_progress"] == 0
+    finally:
+        there.close()

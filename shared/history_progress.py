@@ -25,9 +25,9 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.database import DatabaseError, SharedConnection, advisory_lock, database_url, one_line
-from shared.errors import DeepmemError
-from shared.home import Home
+from .database import DatabaseError, SharedConnection, advisory_lock, database_url, one_line
+from .errors import DeepmemError
+from .home import Home
 
 __all__ = ["HistoryProgress", "FileProgress", "PostgresProgress", "ChannelBusy", "open_progress"]
 
@@ -46,6 +46,10 @@ class HistoryProgress(ABC):
     @abstractmethod
     def load(self, channel: str) -> dict:
         """The channel's progress; a fresh one if none was saved (or it cannot be read: read it again)."""
+
+    @abstractmethod
+    def channels(self) -> list[str]:
+        """The channels with a saved progress."""
 
     @abstractmethod
     def save(self, channel: str, data: dict) -> None:
@@ -74,6 +78,9 @@ class FileProgress(HistoryProgress):
             except (OSError, ValueError):
                 log.warning("history state %s is unreadable; this channel is read again from the start", path)
         return data
+
+    def channels(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
 
     def save(self, channel: str, data: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -134,6 +141,9 @@ class PostgresProgress(HistoryProgress):
         if rows and isinstance(rows[0][0], dict):
             data |= rows[0][0]
         return data
+
+    def channels(self) -> list[str]:
+        return [r[0] for r in self._run("SELECT channel FROM history_progress ORDER BY channel", fetch=True)]
 
     def save(self, channel: str, data: dict) -> None:
         from psycopg.types.json import Jsonb
