@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 import time
 from datetime import datetime
@@ -233,3 +234,44 @@ async def test_a_promotion_is_used_by_every_replica_within_seconds(cluster, slac
     n = max(answered for _, answered in switched.values())
     print(f"promotion used by every replica within {n:.2f} s; (asked, answered) after it: {switched}")
     assert n < PROMOTION_SECONDS
+
+
+async def test_socket_mode_replicas_answer_a_delivery_once_and_keep_every_vote(replica_db, slack_api, replica_home,
+                                                                                 tmp_path):
+    """Over Socket Mode each replica holds a WebSocket of its own, and Slack hands an envelope to one of them
+    (a retry may reach another): a question is answered once in total, and votes given on either land."""
+    from shared.feedback import open_feedback
+    from shared.home import Home
+    from shared.settings import load_settings
+
+    envs = [replica_env(replica_home(), database_url=replica_db, slack_api_url=slack_api.base_url, secret=SECRET,
+                        SLACK_APP_TOKEN="xapp-1-test") for _ in range(2)]
+    async with aiohttp.ClientSession() as session:
+        replicas = await start_replicas(envs, tmp_path, session, slack_api, SECRET)
+        try:
+            await until(lambda: len(slack_api.sockets) == 2 or None, timeout=60, what="two Socket Mode connections")
+            body = json.loads(event_body(mention("How do I create an AUTOINCREMENT column?", ts="1700000500.000001"),
+                                         "EvSOCKETS"))
+            first = await slack_api.send_envelope("events_api", body, socket=0)
+            retry = await slack_api.send_envelope("events_api", body, retry_attempt=1, socket=1)
+            posts = await replicas[0].harness.wait_posts(1, timeout=60)
+            question = question_of(posts[0])
+            for socket, user in ((0, "U_ANN"), (1, "U_BEN")):
+                await slack_api.send_envelope("interactive", {
+                    "type": "block_actions", "team": {"id": "T1"}, "user": {"id": user}, "api_app_id": "A0001",
+                    "container": {"type": "message"}, "channel": {"id": "C1"}, "message": {},
+                    "actions": [{"action_id": "vote_up", "block_id": "feedback", "value": question,
+                                 "type": "button", "action_ts": f"1700000501.{user}"}]}, socket=socket)
+            feedback = open_feedback(Home.open(tmp_path / "reader"), load_settings(database_url=replica_db))
+            try:
+                votes = await until(lambda: {e["user_id"] for e in feedback.events() if e["kind"] == "vote"} >=
+                                    {"U_ANN", "U_BEN"} or None, timeout=30, what="both votes")
+                assert votes
+                await asyncio.sleep(2.0)
+                assert len(slack_api.posts()) == 1  # the retry on the other connection was not answered again
+                assert {a["envelope_id"] for a in slack_api.acks} >= {first, retry}  # both acknowledged
+                assert [q["id"] for q in feedback.questions()] == [question]
+            finally:
+                feedback.close()
+        finally:
+            stop_replicas(replicas)

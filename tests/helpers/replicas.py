@@ -25,7 +25,8 @@ __all__ = ["Replica", "replica_env", "start_replicas", "stop_replicas", "mention
            "ask"]
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVING = re.compile(r"serving Slack over HTTP at http://127\.0\.0\.1:(\d+)/slack/events")
+# the port a replica listens on: Slack's HTTP endpoint, or (Socket Mode) the local chat's
+SERVING = re.compile(r"(?:serving Slack over HTTP at|local chat on) http://127\.0\.0\.1:(\d+)/")
 
 
 def replica_env(home: Path, *, database_url: str | None, slack_api_url: str, secret: str, **more: str) -> dict:

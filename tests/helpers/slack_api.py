@@ -140,10 +140,12 @@ class SlackAPI:
             await asyncio.sleep(0.02)
         return self.sockets[-1]
 
-    async def send_envelope(self, kind: str, payload: dict, *, retry_attempt: int = 0) -> str:
-        """Deliver an events_api / interactive / slash_commands envelope; returns its envelope id."""
+    async def send_envelope(self, kind: str, payload: dict, *, retry_attempt: int = 0, socket: int = -1) -> str:
+        """Deliver an events_api / interactive / slash_commands envelope (over the connection ``socket``, in
+        the order they opened: Slack picks one of an app's connections); returns its envelope id."""
         envelope_id = str(uuid.uuid4())
-        ws = await self.wait_socket()
+        await self.wait_socket()
+        ws = self.sockets[socket]
         await ws.send_json({"envelope_id": envelope_id, "type": kind, "payload": payload,
                             "accepts_response_payload": kind != "events_api", "retry_attempt": retry_attempt,
                             "retry_reason": "timeout" if retry_attempt else ""})
