@@ -29,6 +29,7 @@ from shared.errors import DeepmemError
 from shared.qa import QAService
 
 from . import outgoing
+from .channel_check import channel_problem
 
 __all__ = ["register_admin_command", "parse_command", "USAGE"]
 
@@ -118,13 +119,10 @@ def register_admin_command(app, qa: QAService, channels: LiveChannelConfig, trac
         return bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
 
     async def check_channel(client, channel: str) -> None:
-        try:
-            info = (await client.conversations_info(channel=channel)).get("channel") or {}
-        except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else "unknown"
-            raise CommandError(f"unknown Slack channel {channel} ({error}: no such channel, or the bot cannot "
-                               f"see it: invite it first)") from None
-        if info.get("is_im") or info.get("is_mpim"):
+        found = await channel_problem(client, channel)
+        if found is not None and found[0] == "unknown":
+            raise CommandError(f"{found[1]}: invite it first")
+        if found is not None and found[0] == "direct_message":
             raise CommandError(f"{channel} is a direct message: DMs use `/deepmem default …`")
 
     @track

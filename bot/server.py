@@ -250,6 +250,34 @@ def build_web_app(runtime: Runtime) -> web.Application:
                 with contextlib.suppress(Exception):
                     await stop()
 
+    async def channel_check(app):
+        """Once at start, in the background: configured channels the bot cannot work in are logged."""
+        task = None
+        if runtime.slack_app is not None:
+            from shared.channels import open_channel_config
+
+            from .channel_check import check_configured_channels
+
+            def load():
+                with open_channel_config(runtime.home, settings) as where:
+                    return where.load()
+
+            async def check():
+                await check_configured_channels(runtime.slack_app.client, await asyncio.to_thread(load))
+
+            async def logged():
+                try:
+                    await check()
+                except Exception as exc:  # an unreadable configuration is reported where it is read
+                    log.warning("cannot check the configured channels: %s", exc)
+
+            task = asyncio.create_task(logged())
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def in_flight(app):
         yield
         await runtime.in_flight.wait(SHUTDOWN_WAIT)  # before the last drain: their records go with it
@@ -272,7 +300,7 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
     # cleaned up in reverse: the history import and services stop, Socket Mode closes, listeners in flight
     # finish, the spool drains
-    app.cleanup_ctx.extend([drain_spool, in_flight, socket_mode, services, history])
+    app.cleanup_ctx.extend([drain_spool, in_flight, socket_mode, services, history, channel_check])
     return app
 
 

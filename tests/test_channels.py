@@ -603,3 +603,48 @@ async def test_a_question_the_docs_do_not_cover_gets_an_expert_button_and_all_mo
         posts = await slack.wait_posts(2)
         assert len(await settle(slack, 1.0)) == 2 and posts[1]["thread_ts"] == "1700010000.000003"
         assert len(slack.feedback().questions()) == 3
+
+
+async def test_serve_says_at_start_which_configured_channels_the_bot_cannot_work_in(home, caplog):
+    """At start-up each configured channel (not `off`) is asked of Slack once: one deleted or never seen, one
+    archived, one the bot is not a member of (it would hear no mention there) are logged, with what to do."""
+    import logging
+
+    from shared.settings import load_settings
+
+    from .helpers.slack_api import serving
+    from .helpers.waiting import until
+
+    api = await SlackAPI().start()
+    api.channels.update({RUNBOOKS: {"name": "runbooks", "is_member": True},
+                         API: {"name": "api-docs", "is_member": False},
+                         "CARCHIVED1": {"name": "old-docs", "is_archived": True, "is_member": True}})
+    configure(home, RUNBOOKS, mode="all")
+    configure(home, API, mode="mention")
+    configure(home, "CARCHIVED1", mode="mention")
+    configure(home, "CDELETED01", mode="mention")
+    configure(home, FAQ, mode="off")  # unknown to Slack, but off: nothing to check
+    caplog.set_level(logging.WARNING, logger="deepmem.slack")
+
+    def said():
+        lines = [r.getMessage() for r in caplog.records if "channel configuration:" in r.getMessage()]
+        return lines if len(lines) >= 3 else None
+
+    try:
+        settings = load_settings(slack_bot_token="xoxb-test-token", slack_signing_secret=SECRET, port=0,
+                                 retrain_cron="off")
+        async with serving(settings, SECRET, api) as slack:
+            lines = sorted(await until(said, timeout=30, what="the start-up channel check"))
+            await slack.event(mention("How do I restart the payments service?", "1700009000.000001", RUNBOOKS))
+            assert len(await slack.wait_posts(1)) == 1  # the bot serves meanwhile
+        assert lines == [
+            "channel configuration: CARCHIVED1 is archived: nobody can ask there "
+            "(or `deepmem channels unset CARCHIVED1`)",
+            "channel configuration: the bot is not a member of CAPIDOCS01, so it hears nothing there: /invite it "
+            "(or `deepmem channels unset CAPIDOCS01`)",
+            "channel configuration: unknown Slack channel CDELETED01 (channel_not_found: no such channel, or the "
+            "bot cannot see it) (or `deepmem channels unset CDELETED01`)"]
+        asked = [c["args"].get("channel") for c in api.calls if c["method"] == "conversations.info"]
+        assert sorted(asked) == sorted([RUNBOOKS, API, "CARCHIVED1", "CDELETED01"])  # each once, not FAQ
+    finally:
+        await api.stop()
