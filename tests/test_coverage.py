@@ -224,3 +224,29 @@ def test_the_nightly_run_records_its_evaluation_per_collection(store_copy, embed
         assert p["noise"] >= 0.0
     stored = json.loads(FeedbackStore(home).runs()[-1]["metrics"])  # in the run record: the dashboard reads it
     assert stored["synthetic"]["by_collection"]["queries"]["queries"] == per["queries"]["queries"]
+
+
+def test_deepmem_train_reports_its_evaluation_per_collection(store_copy, embedder, tmp_path):
+    """`deepmem train` judges per collection as the nightly run does, and says so in its output and JSON."""
+    from click.testing import CliRunner
+
+    from shared.cli import cli
+    from shared.ingest import ingest
+
+    extra = corpus.extract(tmp_path / "extra", ["lang_update.html", "lang_select.html", "lang_with.html"])
+    ingest(store_copy, embedder, load_settings(), str(extra), base_url="https://sqlite.org/", progress=False,
+           collection="queries")
+    home = str(store_copy.path.parent)
+    run = CliRunner().invoke(cli, ["--home", home, "train", "--epochs", "2", "--no-activate", "--json"],
+                             catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    per = json.loads(run.output)["by_collection"]["synthetic"]
+    assert set(per) == {"default", "queries"}
+    for name, p in per.items():
+        assert p["queries"] > 0 and 0.0 <= p["challenger"]["hit_rate@10"] <= 1.0 and p["noise"] >= 0.0, name
+    text = CliRunner().invoke(cli, ["--home", home, "train", "--epochs", "2", "--no-activate", "--quiet"],
+                              catch_exceptions=False).output
+    lines = [line for line in text.splitlines() if line.startswith("synthetic held-out questions in ")]
+    assert [line.split(" (")[0] for line in lines] == ["synthetic held-out questions in default",
+                                                       "synthetic held-out questions in queries"]
+    assert all("hit@10" in line and "gain" in line and "noise" in line for line in lines)

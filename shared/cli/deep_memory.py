@@ -70,6 +70,14 @@ def train(app: App, generator, queries, eval_queries, no_activate, epochs, time_
     from ..evaluation import format_table
 
     click.echo(format_table(report.comparisons))
+    for held, per in report.by_collection.items():
+        if len(per) < 2:  # one collection: the table above says it all
+            continue
+        for name, r in per.items():
+            metric = lambda variant: r[variant].get("hit_rate@10", r[variant]["score"])  # noqa: E731
+            click.echo(f"{held} held-out questions in {name} ({r['queries']}): hit@10 {metric('plain'):.3f} plain, "
+                       f"{metric('champion'):.3f} champion, {metric('challenger'):.3f} challenger; gain "
+                       f"{r['gain']:+.4f} (noise {r['noise']:.4f})")
     click.echo(f"adapter {report.version or '(none)'}: {report.decision}")
     click.echo(f"active: {report.version if report.activated else (report.champion or 'none (plain search)')}")
 

@@ -32,7 +32,7 @@ from ..store import Store
 from ..vector_index import MemoryIndex
 from .adapter import LinearAdapter
 from .dataset import Dataset, Example, SplitSpec, split_salt
-from .judge import HeldOut, judge
+from .judge import HeldOut, collections_of, judge
 from .real_questions import RealQuestion, docs_questions, real_questions, split_real, style_examples
 from .trainer import TrainConfig, train_adapter
 from .training_set import RealMix, add_real
@@ -68,12 +68,13 @@ class TrainReport:
     seconds: float
     train: dict
     questions: dict
+    by_collection: dict = field(default_factory=dict)  # held-out set -> collection -> the judge's comparison
 
     def to_dict(self) -> dict:
         return {"version": self.version, "activated": self.activated, "decision": self.decision,
                 "champion": self.champion, "counts": self.counts, "seconds": round(self.seconds, 2),
                 "train": self.train, "questions": self.questions,
-                "evaluations": [c.to_dict() for c in self.comparisons]}
+                "evaluations": [c.to_dict() for c in self.comparisons], "by_collection": self.by_collection}
 
 
 def _file_questions(resolver: Resolver, paths: list[Path], origin: str) -> list[RealQuestion]:
@@ -149,9 +150,12 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
                for s in ("train", "val", "test")}
     held_out = real_test + evaluation
     nothing = [frozenset()] * len(data.test)
+    collection_of = collections_of(store, [q.positives for q in held_out] + [e.positives for e in data.test])
     held = [HeldOut("real", embed_questions(store, embedder, [q.text for q in held_out]), [q.targets for q in held_out],
-                    [q.avoid for q in held_out], [q.exclude for q in held_out]),
-            HeldOut("synthetic", vectors["test"], [[frozenset(e.positives)] for e in data.test], nothing, nothing)]
+                    [q.avoid for q in held_out], [q.exclude for q in held_out],
+                    [collection_of(q.positives) for q in held_out]),
+            HeldOut("synthetic", vectors["test"], [[frozenset(e.positives)] for e in data.test], nothing, nothing,
+                    [collection_of(e.positives) for e in data.test])]
 
     # 4. train (nothing is written before the end: Ctrl-C leaves everything as it was)
     def progress(epoch, loss, mrr):
@@ -226,7 +230,8 @@ def run_training(store: Store, embedder: Embedder, home: Home, settings: Setting
         reason += " (not activated: --no-activate)"
     return TrainReport(version=version, activated=activated, decision=reason, counts=counts, comparisons=comparisons,
                        champion=champion[0] if champion else None, seconds=time.perf_counter() - started,
-                       train=meta["training"], questions=qinfo)
+                       train=meta["training"], questions=qinfo,
+                       by_collection={name: report.get("by_collection") or {} for name, report in verdict.sets.items()})
 
 
 def _as_resolved(examples: list[Example]):

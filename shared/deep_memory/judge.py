@@ -31,7 +31,8 @@ import numpy as np
 from ..vector_index import MemoryIndex
 
 __all__ = ["HeldOut", "Verdict", "score_questions", "paired_gain", "judge", "decide", "by_collection",
-           "collection_losses", "MIN_REAL_TEST", "MIN_SYNTHETIC_GAIN", "MIN_COLLECTION_TEST", "CLEAR_LOSS"]
+           "collection_losses", "collections_of", "MIN_REAL_TEST", "MIN_SYNTHETIC_GAIN", "MIN_COLLECTION_TEST",
+           "CLEAR_LOSS"]
 
 MIN_REAL_TEST = 8  # fewer held-out real questions are reported, but do not decide
 MIN_SYNTHETIC_GAIN = 0.002
@@ -101,6 +102,14 @@ def by_collection(held: HeldOut, scores: dict[str, np.ndarray], firsts: dict[str
         gain, noise = paired_gain(scores["challenger"][idx], scores["champion"][idx])
         out[name] = {"queries": len(idx), "gain": gain, "noise": noise} | part
     return out
+
+
+def collections_of(store, answers: list[tuple[int, ...]]):
+    """A function: the chunks (rowids) that answer a question -> the collections they belong to, for
+    ``HeldOut.collections``. ``answers``: every question's, so the chunks are read at once."""
+    chunks = store.chunks_by_rowid(sorted({r for rowids in answers for r in rowids}))
+    of = {r: getattr(c, "collection", "default") for r, c in chunks.items()}
+    return lambda rowids: frozenset(of[r] for r in rowids if r in of)
 
 
 def collection_losses(per_collection: dict[str, dict], *, min_questions: int = MIN_COLLECTION_TEST,

@@ -57,7 +57,7 @@ from ..store import Store, open_store
 from ..vector_index import MemoryIndex
 from .dataset import Dataset, SplitSpec, split_salt
 from .feedback_data import FeedbackPolicy
-from .judge import HeldOut, judge
+from .judge import HeldOut, collections_of, judge
 from .real_questions import docs_questions, real_questions, split_real, style_examples
 from .training_set import RealMix, add_real
 from .trainer import TrainConfig, train_adapter
@@ -268,7 +268,7 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
         index = MemoryIndex(store)
         vec = {s: _embed(store, embedder, [e.text for e in getattr(data, s)], deadline)
                for s in ("train", "val", "test")}
-        collection_of = _collections(store, [q.positives for q in real_test] + [e.positives for e in data.test])
+        collection_of = collections_of(store, [q.positives for q in real_test] + [e.positives for e in data.test])
         held_real = HeldOut("real", _embed(store, embedder, [q.text for q in real_test], deadline),
                             [q.targets for q in real_test], [q.avoid for q in real_test],
                             [q.exclude for q in real_test], [collection_of(q.positives) for q in real_test])
@@ -333,13 +333,6 @@ def _run(home: Home, settings: Settings, config: NightlyConfig, embedder: Embedd
                 "metrics": verdict.sets | {"memory": params.__dict__,
                                            "coverage": {"threshold": round(coverage.threshold, 4),
                                                         **coverage.calibration}}}
-
-
-def _collections(store: Store, answers: list[tuple[int, ...]]):
-    """A function: the chunks that answer a question -> the collections they belong to."""
-    chunks = store.chunks_by_rowid(sorted({r for rowids in answers for r in rowids}))
-    of = {r: getattr(c, "collection", "default") for r, c in chunks.items()}
-    return lambda rowids: frozenset(of[r] for r in rowids if r in of)
 
 
 def _tune_memory(index: MemoryIndex, store: Store, embedder: Embedder, data: Dataset, vec: dict
