@@ -24,7 +24,7 @@ file beyond it, so a replica's memory does not grow with the log. The mirror kee
 (DuckDB holds an index wholly in memory): reads by key (``keyed``: a question, its retrievals, an
 event) go to the Postgres tables instead. Rows travel as CSV from Postgres's COPY, streamed to a
 file that DuckDB reads in bulk; a refresh with a few changed rows passes them as parameters. Measured
-in bench/feedback_mirror.py: at 300,000 questions (3M retrievals) a first read peaks at 271 MB above
+in bench/feedback_mirror.py: at 300,000 questions (3M retrievals) a first read peaks at 272 MB above
 the process's start, against 3.9 GB when the mirror was in memory and filled from Python tuples.
 
 The Postgres tables are made from the DuckDB schema (same columns, types and NOT NULLs) under
@@ -65,9 +65,7 @@ PG_TYPES = {"VARCHAR": "text", "TIMESTAMP WITH TIME ZONE": "timestamptz", "DOUBL
 
 
 MIRROR_MEMORY = "256MB"  # DuckDB's memory for a replica's mirror; beyond it, DuckDB works from the file
-
-
-MIRROR_PREFIX = "deepmem-feedback-mirror-"
+MIRROR_PREFIX = "deepmem-feedback-mirror-"  # its temporary folder: this prefix, then the process id
 
 
 def _mirror_folder() -> Path:
