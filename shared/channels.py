@@ -27,21 +27,18 @@ against the store by callers (``check_collections``).
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .collections import check_name
 from .errors import ConfigError, DeepmemError
+from .files import file_lock, write_atomically
 from .home import Home
 
 __all__ = ["ChannelSettings", "ChannelConfig", "ChannelConfigStore", "FileChannelConfigStore", "LiveChannelConfig",
@@ -230,29 +227,11 @@ class ChannelConfig:
 
     def save(self, home) -> None:
         """Write atomically: readers see the old file or the new one, never half of one."""
-        path = self.path(home)
-        text = self.to_json()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{FILE_NAME}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path(home), self.to_json())
 
     @classmethod
-    @contextmanager
     def _locked(cls, home):
-        lock = cls.path(home).with_name(f".{FILE_NAME}.lock")
-        with open(lock, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return file_lock(cls.path(home).with_name(f".{FILE_NAME}.lock"))
 
     @classmethod
     def update(cls, home, change: Callable[["ChannelConfig"], "ChannelConfig"]) -> "ChannelConfig":

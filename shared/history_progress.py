@@ -15,18 +15,16 @@ oldest message, page cursor and newest message seen), and every thread read with
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 
 from .database import DatabaseError, SharedConnection, advisory_lock, database_url, one_line
 from .errors import DeepmemError
+from .files import file_lock, write_atomically
 from .home import Home
 
 __all__ = ["HistoryProgress", "FileProgress", "PostgresProgress", "ChannelBusy", "open_progress"]
@@ -84,25 +82,13 @@ class FileProgress(HistoryProgress):
 
     def save(self, channel: str, data: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".state-")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path(channel))
+        write_atomically(self._path(channel), json.dumps(data))
 
     @contextmanager
     def reading(self, channel: str):
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f"{channel}.lock", "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ChannelBusy(channel) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.folder / f"{channel}.lock", busy=lambda: ChannelBusy(channel)):
+            yield
 
 
 LOCK_PREFIX = 0x6873 << 48  # "hs": the advisory lock keys of history channels

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
+from ..files import write_atomically
 from . import App, cli, pass_app
 
 
@@ -38,11 +38,8 @@ def report(app: App, out: Path, days: int) -> None:
             click.echo(f"pages are shown by URL: {exc}", err=True)
     page = dashboard_page(feedback, embed=lambda texts: app.embedder.embed(texts), store=store, home=app.home,
                           days=days, settings=app.settings)
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
+        write_atomically(out, page)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
     click.echo(f"wrote {out} ({len(page.encode()) / 1e3:.0f} kB; the last {days} days)")

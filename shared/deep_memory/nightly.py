@@ -31,7 +31,6 @@ A run still marked running while nobody holds the lock was killed: ``mark_interr
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 import traceback
@@ -48,6 +47,7 @@ from ..errors import DeepmemError, StoreError
 from ..feedback import open_feedback
 from ..feedback.store import FeedbackStore, now
 from ..feedback_memory import MemoryParams, Names, tune
+from ..files import file_lock
 from ..home import Home
 from ..queries import Resolver
 from ..questions import resolve_generator, synthetic_questions
@@ -135,18 +135,12 @@ def run_lock(home: Home, settings: Settings | None = None):
             yield Lease(lock)
         return
     home.locks_dir.mkdir(parents=True, exist_ok=True)
-    with open(home.locks_dir / "retrain.lock", "a+") as fh:  # not "w": that would wipe the holder's pid
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy("another retraining run is in progress") from None
-        try:
-            fh.truncate(0)
-            fh.write(str(os.getpid()))
-            fh.flush()
-            yield Lease()
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(home.locks_dir / "retrain.lock", busy=lambda: RunBusy("another retraining run is in progress")
+                   ) as fh:
+        fh.truncate(0)  # the holder's pid, for whoever looks
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield Lease()
 
 
 def run_nightly(home: Home, settings: Settings, config: NightlyConfig | None = None, *,

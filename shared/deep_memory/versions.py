@@ -15,17 +15,16 @@ and the bot's log say it too.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DeepmemError
+from ..files import file_lock
 from .adapter import LinearAdapter
 from .dataset import SplitSpec
 
@@ -107,15 +106,9 @@ class AdapterRegistry(RegistryLookups):
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    @contextmanager
     def _lock(self):
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return file_lock(self.root / ".lock")
 
     @property
     def pointer(self) -> Path:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import DeepmemError
+from ..files import write_atomically
 from ..home import Home
 from . import ops as _ops
 from .ops import EVENT_COLUMNS, QUESTION_COLUMNS, RUN_COLUMNS, InvalidFeedback, now
@@ -94,15 +95,6 @@ def spool_counts(home: Home) -> dict:
     return {"pending": sum(1 for _ in spool.glob("*.jsonl")) if spool.is_dir() else 0,
             "quarantined": sum(1 for _ in quarantine.glob("*.jsonl")) if quarantine.is_dir() else 0,
             "quarantine_dir": str(quarantine)}
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _names_user(line: str, user_id: str) -> bool:
@@ -349,9 +341,9 @@ class FeedbackStore(FeedbackReads):
                 lines = raw.decode("utf-8").splitlines()
                 kept = "".join(lines[n - 1] + "\n" for n, _ in refused).encode("utf-8")
             self.quarantine.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self.quarantine / f"{path.name}.reason",
+            write_atomically(self.quarantine / f"{path.name}.reason",
                               "".join(f"line {n}: {why}\n" if n else f"{why}\n" for n, why in refused).encode())
-            _write_atomically(self.quarantine / path.name, kept)
+            write_atomically(self.quarantine / path.name, kept)
             where = f"line {refused[0][0]}: " if refused[0][0] else ""
             log.warning("feedback spool: %d of %d operations in %s could not be applied (%s%s); they were moved to "
                         "%s (%d file(s) there), the others were applied", len(refused), len(refused) + applied,
@@ -456,7 +448,7 @@ class FeedbackStore(FeedbackReads):
                 continue
             removed += len(lines) - len(kept)
             if kept:
-                _write_atomically(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
+                write_atomically(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
             else:
                 path.unlink()
                 (self.quarantine / f"{path.name}.reason").unlink(missing_ok=True)
