@@ -16,19 +16,34 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ContextManager, Iterable, Literal, Sequence
+from typing import Callable, ContextManager, Iterable, Literal, Sequence
 
 import numpy as np
 
 from ..chunking import Chunk
 from ..collections import DEFAULT
-from ..errors import EmbedderMismatch
+from ..errors import EmbedderMismatch, StoreError
 
-__all__ = ["DocumentStore", "StoredChunk", "Source", "PageState", "ChunkOrder", "locked"]
+__all__ = ["DocumentStore", "StoredChunk", "Source", "PageState", "ChunkOrder", "locked", "preparing"]
 
 ChunkOrder = Literal["url", "rowid", "page"]  # page URL then place; insertion; page id then place
 
+
+
+@contextmanager
+def preparing(conn, errors: tuple[type[BaseException], ...], problem: Callable[[BaseException], str]):
+    """While a store makes its connection ready (schema, migrations): on failure the connection is
+    closed, and a database error (``errors``) becomes a StoreError saying ``problem(exc)``."""
+    try:
+        yield
+    except errors as exc:
+        conn.close()
+        raise StoreError(problem(exc)) from None
+    except BaseException:
+        conn.close()
+        raise
 
 @dataclass(frozen=True)
 class StoredChunk:

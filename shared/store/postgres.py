@@ -34,7 +34,7 @@ from ..chunking import Chunk
 from ..collections import DEFAULT, check_name
 from ..database import one_line
 from ..errors import StoreError
-from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked
+from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked, preparing
 
 try:
     import psycopg
@@ -205,14 +205,8 @@ class PostgresStore(DocumentStore):
             conn = psycopg.connect(url, autocommit=True, connect_timeout=30, application_name="deepmem")
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the database {where}: {one_line(exc)}") from None
-        try:
+        with preparing(conn, (psycopg.Error,), lambda exc: f"cannot prepare the store in {where}: {one_line(exc)}"):
             _migrate(conn, where, create)
-        except psycopg.Error as exc:
-            conn.close()
-            raise StoreError(f"cannot prepare the store in {where}: {one_line(exc)}") from None
-        except StoreError:
-            conn.close()
-            raise
         return cls(conn, url)
 
     def _register_vector(self) -> None:
@@ -287,18 +281,23 @@ class PostgresStore(DocumentStore):
             self._x(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(dim)})")
         self.build_vector_index(if_needed=True)  # rows bulk-loaded before binding: index them now
 
-    def vector_index(self) -> dict:
-        """The HNSW index: whether it is built and usable, its m and ef_construction (and the ones a build
-        would use now), its size, and the chunks it covers."""
+    def _index_state(self) -> dict:
+        """The HNSW index as the catalog has it: built, valid (a build that was interrupted is not), its
+        options (pgvector's defaults when it was built without any) and size."""
         row = self._one("SELECT i.indisvalid, c.reloptions, pg_relation_size(c.oid) FROM pg_index i "
                         "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'chunks_embedding_hnsw'")
-        options = dict(o.split("=", 1) for o in (row[1] or [])) if row else {}
-        return {"built": row is not None, "valid": bool(row and row[0]),
-                "m": int(options.get("m", HNSW_M)) if row else None,
-                "ef_construction": int(options.get("ef_construction", HNSW_EF_CONSTRUCTION)) if row else None,
-                "size_mb": round(row[2] / 2**20, 1) if row else 0.0,
-                "chunks": self._one("SELECT count(*) FROM chunks")[0], "exact_below": self.exact_limit,
-                "ef_search": self.ef_search, "wanted": {"m": self.hnsw_m, "ef_construction": self.hnsw_ef_construction}}
+        if row is None:
+            return {"built": False, "valid": False, "m": None, "ef_construction": None, "size_mb": 0.0}
+        options = dict(o.split("=", 1) for o in (row[1] or []))
+        return {"built": True, "valid": bool(row[0]), "m": int(options.get("m", HNSW_M)),
+                "ef_construction": int(options.get("ef_construction", HNSW_EF_CONSTRUCTION)),
+                "size_mb": round(row[2] / 2**20, 1)}
+
+    def vector_index(self) -> dict:
+        """The HNSW index (``_index_state``), the chunks it covers, and what search and a build would use now."""
+        return self._index_state() | {
+            "chunks": self._one("SELECT count(*) FROM chunks")[0], "exact_below": self.exact_limit,
+            "ef_search": self.ef_search, "wanted": {"m": self.hnsw_m, "ef_construction": self.hnsw_ef_construction}}
 
     def build_vector_index(self, *, if_needed: bool = False, rebuild: bool = False) -> bool:
         """Build the HNSW index (cosine, ``hnsw_m`` and ``hnsw_ef_construction``) on the vectors, concurrently
@@ -309,10 +308,11 @@ class PostgresStore(DocumentStore):
         One process builds; the others skip. True if this call built it."""
         if self.dim is None or self._depth:
             return False
-        state = self.vector_index()
+        state = self._index_state()
         if state["valid"] and not rebuild:
             return False
-        if if_needed and state["chunks"] < self.exact_limit:
+        chunks = self._one("SELECT count(*) FROM chunks")[0]
+        if if_needed and chunks < self.exact_limit:
             return False
         swap = state["valid"]
         name = "chunks_embedding_hnsw_next" if swap else "chunks_embedding_hnsw"
@@ -323,7 +323,7 @@ class PostgresStore(DocumentStore):
                 if state["built"] and not swap:  # a build that was interrupted leaves an invalid index behind
                     self._x("DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_hnsw")
                 self._x("DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_hnsw_next")  # an interrupted rebuild's
-                self._x(f"SET maintenance_work_mem = '{index_build_memory_mb(state['chunks'], self.hnsw_m)}MB'")
+                self._x(f"SET maintenance_work_mem = '{index_build_memory_mb(chunks, self.hnsw_m)}MB'")
                 self._x(f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw (embedding vector_cosine_ops) "
                         f"WITH (m = {int(self.hnsw_m)}, ef_construction = {int(self.hnsw_ef_construction)})")
                 self._x("RESET maintenance_work_mem")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..chunking import Chunk
 from ..collections import DEFAULT, check_name
 from ..errors import StoreError
-from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked
+from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked, preparing
 from .connection import connect, sqlite3, transaction
 from .migrations import SCHEMA_VERSION, migrate
 
@@ -46,6 +46,17 @@ def _in_collections(collections: Iterable[str]) -> tuple[str, list[str]]:
             names)
 
 
+IN_BATCH = 500  # values bound in one IN (...) list: well below SQLite's limit on parameters
+
+
+def _in_batches(values: Iterable) -> Iterator[tuple[list, str]]:
+    """``values`` a slice at a time for ``IN (...)``: each slice, and its placeholders."""
+    values = list(values)
+    for i in range(0, len(values), IN_BATCH):
+        part = values[i:i + IN_BATCH]
+        yield part, ",".join("?" * len(part))
+
+
 class Store(DocumentStore):
     """The SQLite store. One connection to the store file. Reads used by concurrent requests (search, fetch) take a
     lock, so a server may share one Store between its worker threads."""
@@ -66,14 +77,8 @@ class Store(DocumentStore):
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise StoreError(f"{path} is not a deepmem store (not an SQLite file)")
         conn = connect(path)
-        try:
+        with preparing(conn, (sqlite3.DatabaseError,), lambda exc: f"cannot read the store {path}: {exc}"):
             migrate(conn, str(path))
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreError(f"cannot read the store {path}: {exc}") from None
-        except StoreError:
-            conn.close()
-            raise
         return cls(conn, path)
 
     def close(self) -> None:
@@ -201,9 +206,7 @@ class Store(DocumentStore):
         hashes = list(set(hashes))
         if self.embedder_name is None:
             return out
-        for i in range(0, len(hashes), 500):
-            part = hashes[i:i + 500]
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(hashes):
             rows = self.conn.execute(
                 f"SELECT c.embed_hash, v.embedding FROM chunks c JOIN chunk_vectors v ON v.rowid = c.rowid "
                 f"WHERE c.embed_hash IN ({marks})", part)
@@ -231,9 +234,8 @@ class Store(DocumentStore):
         existing = self.chunk_ids(page_id)
         keep = {c.id for c in chunks}
         stale = [rowid for cid, rowid in existing.items() if cid not in keep]
-        for i in range(0, len(stale), 500):
-            part = stale[i:i + 500]
-            self.conn.execute(f"DELETE FROM chunks WHERE rowid IN ({','.join('?' * len(part))})", part)
+        for part, marks in _in_batches(stale):
+            self.conn.execute(f"DELETE FROM chunks WHERE rowid IN ({marks})", part)
         for chunk, embed_hash, vector in zip(chunks, embed_hashes, vectors, strict=True):
             if chunk.id in existing:  # same text in the same place: keep the row and its vector
                 self.conn.execute("UPDATE chunks SET ord=?, url=? WHERE rowid=?", (chunk.ord, chunk.url,
@@ -273,22 +275,16 @@ class Store(DocumentStore):
     @_locked
     def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, StoredChunk]:
         out: dict[int, StoredChunk] = {}
-        rowids = list(rowids)
-        for i in range(0, len(rowids), 500):
-            part = rowids[i:i + 500]
-            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} "
-                                     f"WHERE c.rowid IN ({','.join('?' * len(part))})", part)
+        for part, marks in _in_batches(rowids):
+            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} WHERE c.rowid IN ({marks})", part)
             for row in rows:
                 out[row[0]] = _chunk(row)
         return out
 
     def chunks_by_id(self, ids: Sequence[str]) -> dict[str, StoredChunk]:
         out: dict[str, StoredChunk] = {}
-        ids = list(ids)
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} "
-                                     f"WHERE c.id IN ({','.join('?' * len(part))})", part)
+        for part, marks in _in_batches(ids):
+            rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} WHERE c.id IN ({marks})", part)
             for row in rows:
                 out[row[1]] = _chunk(row)
         return out
@@ -416,11 +412,10 @@ class Store(DocumentStore):
                                  (url_prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
 
     def links_from(self, page_ids: Iterable[int]) -> list[tuple[int, str, str, str]]:
-        ids, out = sorted(set(int(i) for i in page_ids)), []
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            out += self.conn.execute(f"SELECT page_id, target, text, context FROM links WHERE page_id IN "
-                                     f"({','.join('?' * len(part))}) ORDER BY rowid", part).fetchall()
+        out = []
+        for part, marks in _in_batches(sorted(set(int(i) for i in page_ids))):
+            out += self.conn.execute(f"SELECT page_id, target, text, context FROM links WHERE page_id IN ({marks}) "
+                                     f"ORDER BY rowid", part).fetchall()
         return out
 
     def all_links(self) -> list[tuple[str, str, str, str]]:
@@ -430,10 +425,7 @@ class Store(DocumentStore):
     # -- caches of generated questions and question vectors ----------------------------------
     def cached_questions(self, keys: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
-        keys = list(keys)
-        for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(keys):
             out.update(self.conn.execute(f"SELECT key, payload FROM questions WHERE key IN ({marks})", part))
         return out
 
@@ -455,11 +447,8 @@ class Store(DocumentStore):
     @_locked
     def question_vectors(self, keys: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
-        keys = list(keys)
-        for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
-            out.update(self.conn.execute(
-                f"SELECT key, vector FROM question_vectors WHERE key IN ({','.join('?' * len(part))})", part))
+        for part, marks in _in_batches(keys):
+            out.update(self.conn.execute(f"SELECT key, vector FROM question_vectors WHERE key IN ({marks})", part))
         return out
 
     def put_question_vectors(self, rows: Sequence[tuple[str, bytes]]) -> None:
