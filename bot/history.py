@@ -147,12 +147,11 @@ class HistoryImport:
         for channel, name in resolved:
             if self.stop():
                 break
-            report.channels.append(name)
             try:
                 with self.progress.reading(channel):
+                    report.channels.append(name)
                     self._channel(channel, team, report, max_threads)
             except ChannelBusy:  # another process (a replica) is reading it now, and keeps the progress
-                report.channels.remove(name)
                 report.busy.append(name)
                 self.log(f"#{name} is being read by another process now; skipped")
         self.feedback.drain()

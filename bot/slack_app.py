@@ -339,15 +339,18 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
         channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
         return channel, message.get("thread_ts") or message.get("ts") or container.get("thread_ts")
 
+    def click_of(body) -> tuple[dict, str, str]:
+        """The button clicked, who clicked it, and the click's key (the same for Slack's retries of it)."""
+        action, user = body["actions"][0], body["user"]["id"]
+        return action, user, f"{action.get('action_ts')}:{user}:{action['action_id']}"
+
     @app.action(re.compile("^(?:" + "|".join(VOTE_ACTIONS) + ")$"))
     @track
     async def on_vote(ack, body, client):
         """Yes / No, and the 👍 / 👎 buttons of answers posted before them: the same up / down votes."""
         await ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
+        action, user, key = click_of(body)
         question = _an_id(action.get("value"))
-        key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
         value = VOTE_ACTIONS[action["action_id"]]
         if question is None or not await first_time(key):
             return
@@ -361,10 +364,8 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     @track
     async def on_escalate(ack, body, client):
         await ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
+        action, user, key = click_of(body)
         question = _an_id(action.get("value"))
-        key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
         if question is None or not await first_time(key):
             return
         channel, thread_ts = where_clicked(body)
@@ -378,11 +379,9 @@ def build_slack_app(settings: Settings, qa: QAService, in_flight: InFlight | Non
     @track
     async def on_source(ack, body):
         await ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
+        action, user, key = click_of(body)
         data = parse_value(action.get("value"))
         question, chunk = _an_id(data.get("q")), _an_id(data.get("c"))
-        key = f"{action.get('action_ts')}:{user}:{action['action_id']}"
         if question and chunk and await first_time(key):
             await asyncio.to_thread(qa.source_click, question, user, chunk, _a_rank(data.get("r")), event_id=key)
 
