@@ -329,8 +329,10 @@ class PostgresFeedback(FeedbackReads):
     def _read(self, conn, table: str, changed: str) -> list[tuple] | Path:
         """A table's rows changed since the last refresh: a few as tuples, more as a CSV file from COPY."""
         select = f"SELECT {', '.join(c for c, _, _ in self._columns[table])} FROM {SCHEMA}.{table}{changed}"
-        if changed and conn.execute(f"SELECT count(*) FROM {SCHEMA}.{table}{changed}").fetchone()[0] <= SMALL_BATCH:
-            return conn.execute(select).fetchall()
+        if changed:  # usually a few rows: they are read as they are, with no count first
+            few = conn.execute(f"{select} LIMIT {SMALL_BATCH + 1}").fetchall()
+            if len(few) <= SMALL_BATCH:
+                return few
         path = self._folder / f"{table}.csv"
         with open(path, "wb") as fh, conn.cursor().copy(f"COPY ({select}) TO STDOUT (FORMAT csv)") as copy:
             for data in copy:
