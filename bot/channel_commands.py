@@ -27,26 +27,27 @@ def _describe(name: str, s: ChannelSettings, missing: set[str]) -> str:
             f"experts: {experts}")
 
 
-def slack_channel_check(settings, channel: str) -> str:
-    """The channel's name, asked of Slack (conversations.info); ConfigError naming an unknown channel."""
-    from slack_sdk import WebClient
-    from slack_sdk.errors import SlackApiError
+def slack_channel_check(settings, channel: str) -> None:
+    """Ask Slack (conversations.info) whether the bot can be configured for the channel: ConfigError naming an
+    unknown channel or a direct message (the same check as `/deepmem`, ``channel_problem``)."""
+    import asyncio
+
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from .channel_check import channel_problem
 
     if settings.slack_bot_token is None:
         raise ConfigError("--check asks Slack whether the channel exists: it needs SLACK_BOT_TOKEN")
-    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
-                       timeout=15)
+    client = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
+                            timeout=15)
     try:
-        info = client.conversations_info(channel=channel)["channel"]
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else "unknown"
-        raise ConfigError(f"unknown Slack channel {channel} ({error}: no such channel, or the bot cannot see it)") \
-            from None
+        found = asyncio.run(channel_problem(client, channel))
     except OSError as exc:
         raise ConfigError(f"cannot reach Slack to check channel {channel}: {exc}") from None
-    if info.get("is_im") or info.get("is_mpim"):
+    if found is not None and found[0] == "unknown":
+        raise ConfigError(found[1])
+    if found is not None and found[0] == "direct_message":
         raise ConfigError(f"{channel} is a direct message: DMs use the default settings (`--default`)")
-    return info.get("name") or channel
 
 
 @click.group()
