@@ -15,6 +15,7 @@ chunks, so in-memory copies (``MemoryIndex``) know when to reload.
 from __future__ import annotations
 
 import functools
+import json
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,24 @@ __all__ = ["DocumentStore", "StoredChunk", "Source", "PageState", "ChunkOrder", 
 
 ChunkOrder = Literal["url", "rowid", "page"]  # page URL then place; insertion; page id then place
 
+
+
+# the same SELECT lists and row shapes in both backends' SQL
+CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection, c.page_id, c.ord"
+CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
+SOURCE_COLUMNS = "id, uri, kind, base_url, options, last_ingest_at, collection"
+
+
+def chunk_from_row(row) -> "StoredChunk":
+    """A row of ``SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM}``."""
+    return StoredChunk(rowid=row[0], id=row[1], url=row[2], page_url=row[3], title=row[4],
+                       headings=tuple(json.loads(row[5])), anchors=tuple(json.loads(row[6])), text=row[7],
+                       collection=row[8], page_id=row[9], ord=row[10])
+
+
+def source_from_row(row) -> "Source":
+    """A row of ``SELECT {SOURCE_COLUMNS} FROM sources``."""
+    return Source(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
 
 
 @contextmanager

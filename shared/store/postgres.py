@@ -34,7 +34,8 @@ from ..chunking import Chunk
 from ..collections import DEFAULT, check_name
 from ..database import one_line
 from ..errors import StoreError
-from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked, preparing
+from .base import (CHUNK_COLUMNS, CHUNK_FROM, SOURCE_COLUMNS, ChunkOrder, DocumentStore, PageState, Source,
+                   StoredChunk, chunk_from_row, locked, preparing, source_from_row)
 
 try:
     import psycopg
@@ -63,10 +64,9 @@ def index_build_memory_mb(chunks: int, m: int = HNSW_M) -> int:
     low, high = INDEX_BUILD_MEMORY_MB
     per_chunk = INDEX_BYTES_PER_CHUNK + (m - HNSW_M) * INDEX_BYTES_PER_LINK
     return int(min(high, max(low, -(-chunks * per_chunk // 2**20))))
+
+
 NOW = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
-CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection, c.page_id, c.ord"
-CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
-SOURCE_COLUMNS = "id, uri, kind, base_url, options, last_ingest_at, collection"
 MIGRATE_LOCK = 0x646D7374  # advisory lock key: "dmst"
 
 MIGRATIONS = [
@@ -166,16 +166,6 @@ def describe(url: str) -> str:
     host = info.get("host") or "localhost"
     port = f":{info['port']}" if info.get("port") else ""
     return f"postgresql://{user}{host if '/' not in host else '[' + host + ']'}{port}/{info.get('dbname', '')}"
-
-
-def _chunk(row) -> StoredChunk:
-    return StoredChunk(rowid=row[0], id=row[1], url=row[2], page_url=row[3], title=row[4],
-                       headings=tuple(json.loads(row[5])), anchors=tuple(json.loads(row[6])), text=row[7],
-                       collection=row[8], page_id=row[9], ord=row[10])
-
-
-def _source(row) -> Source:
-    return Source(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
 
 
 def _like_prefix(prefix: str) -> str:
@@ -350,10 +340,10 @@ class PostgresStore(DocumentStore):
 
     def source(self, uri: str) -> Source | None:
         row = self._one(f"SELECT {SOURCE_COLUMNS} FROM sources WHERE uri = %s", (uri,))
-        return _source(row) if row else None
+        return source_from_row(row) if row else None
 
     def sources(self) -> list[Source]:
-        return [_source(r) for r in self._rows(f"SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id")]
+        return [source_from_row(r) for r in self._rows(f"SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id")]
 
     def collections(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT collection FROM sources ORDER BY collection")]
@@ -482,19 +472,19 @@ class PostgresStore(DocumentStore):
         if not rowids:
             return {}
         rows = self._rows(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} WHERE c.rowid = ANY(%s)", (rowids,))
-        return {row[0]: _chunk(row) for row in rows}
+        return {row[0]: chunk_from_row(row) for row in rows}
 
     def chunks_by_id(self, ids: Sequence[str]) -> dict[str, StoredChunk]:
         ids = list(ids)
         if not ids:
             return {}
         rows = self._rows(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} WHERE c.id = ANY(%s)", (ids,))
-        return {row[1]: _chunk(row) for row in rows}
+        return {row[1]: chunk_from_row(row) for row in rows}
 
     def iter_chunks(self, order: ChunkOrder = "url") -> Iterable[StoredChunk]:
         by = {"url": "p.url, c.ord", "rowid": "c.rowid", "page": "c.page_id, c.ord"}[order]
         for row in self._rows(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} ORDER BY {by}"):
-            yield _chunk(row)
+            yield chunk_from_row(row)
 
     def chunk_rowids(self) -> dict[str, int]:
         return dict(self._rows("SELECT id, rowid FROM chunks"))

@@ -17,26 +17,14 @@ import numpy as np
 from ..chunking import Chunk
 from ..collections import DEFAULT, check_name
 from ..errors import StoreError
-from .base import ChunkOrder, DocumentStore, PageState, Source, StoredChunk, locked, preparing
+from .base import (CHUNK_COLUMNS, CHUNK_FROM, SOURCE_COLUMNS, ChunkOrder, DocumentStore, PageState, Source,
+                   StoredChunk, chunk_from_row, locked, preparing, source_from_row)
 from .connection import connect, sqlite3, transaction
 from .migrations import SCHEMA_VERSION, migrate
 
 __all__ = ["Store", "StoredChunk", "Source", "PageState"]
 
 _locked = locked
-CHUNK_COLUMNS = "c.rowid, c.id, c.url, p.url, c.title, c.headings, c.anchors, c.text, s.collection, c.page_id, c.ord"
-CHUNK_FROM = "chunks c JOIN pages p ON p.id = c.page_id JOIN sources s ON s.id = p.source_id"
-SOURCE_COLUMNS = "id, uri, kind, base_url, options, last_ingest_at, collection"
-
-
-def _chunk(row) -> StoredChunk:
-    return StoredChunk(rowid=row[0], id=row[1], url=row[2], page_url=row[3], title=row[4],
-                       headings=tuple(json.loads(row[5])), anchors=tuple(json.loads(row[6])), text=row[7],
-                       collection=row[8], page_id=row[9], ord=row[10])
-
-
-def _source(row) -> Source:
-    return Source(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
 
 
 def _in_collections(collections: Iterable[str]) -> tuple[str, list[str]]:
@@ -131,10 +119,10 @@ class Store(DocumentStore):
 
     def source(self, uri: str) -> Source | None:
         row = self.conn.execute(f"SELECT {SOURCE_COLUMNS} FROM sources WHERE uri=?", (uri,)).fetchone()
-        return _source(row) if row else None
+        return source_from_row(row) if row else None
 
     def sources(self) -> list[Source]:
-        return [_source(r) for r in self.conn.execute(f"SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id")]
+        return [source_from_row(r) for r in self.conn.execute(f"SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id")]
 
     @_locked
     def collections(self) -> list[str]:
@@ -278,7 +266,7 @@ class Store(DocumentStore):
         for part, marks in _in_batches(rowids):
             rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} WHERE c.rowid IN ({marks})", part)
             for row in rows:
-                out[row[0]] = _chunk(row)
+                out[row[0]] = chunk_from_row(row)
         return out
 
     def chunks_by_id(self, ids: Sequence[str]) -> dict[str, StoredChunk]:
@@ -286,14 +274,14 @@ class Store(DocumentStore):
         for part, marks in _in_batches(ids):
             rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} WHERE c.id IN ({marks})", part)
             for row in rows:
-                out[row[1]] = _chunk(row)
+                out[row[1]] = chunk_from_row(row)
         return out
 
     def iter_chunks(self, order: ChunkOrder = "url") -> Iterable[StoredChunk]:
         by = {"url": "p.url, c.ord", "rowid": "c.rowid", "page": "c.page_id, c.ord"}[order]
         rows = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {CHUNK_FROM} ORDER BY {by}")
         for row in rows:
-            yield _chunk(row)
+            yield chunk_from_row(row)
 
     @_locked
     def chunk_rowids(self) -> dict[str, int]:
